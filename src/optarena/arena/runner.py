@@ -1,0 +1,98 @@
+"""Runs a suite into a store: plan every trial, then claim and run pending trials until none is left.
+
+Several processes (or machines sharing a database URL) may run the same suite and run name at once: each claims
+different trials. Rerunning after an interruption resumes: finished trials are kept, a trial whose process died
+is rerun from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+import optarena
+from optarena.arena.storage import Store, TrialRow, owner_id
+from optarena.arena.suite import Suite
+from optarena.arena.trial import EvalPoint, TrialResult, run_trial
+from optarena.workloads import registry as workload_registry
+from optarena.workloads.base import Workload
+
+
+class Progress(Protocol):
+    """What the runner reports while it works (the CLI draws progress bars from it)."""
+
+    def start(self, total: int, done: int) -> None: ...
+    def trial_started(self, trial: TrialRow, max_steps: int) -> None: ...
+    def trial_step(self, step: int) -> None: ...
+    def trial_finished(self, trial: TrialRow, result: TrialResult) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int, done: int) -> None: ...
+    def trial_started(self, trial: TrialRow, max_steps: int) -> None: ...
+    def trial_step(self, step: int) -> None: ...
+    def trial_finished(self, trial: TrialRow, result: TrialResult) -> None: ...
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software a run was measured on (stored with the run)."""
+    return {
+        "optarena": optarena.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+@dataclass
+class RunSummary:
+    run_id: int
+    run_name: str
+    ran: int
+    total: int
+
+
+def run_suite(
+    suite: Suite,
+    store: Store,
+    run_name: str | None = None,
+    progress: Progress | None = None,
+    max_trials: int | None = None,
+    trial_fn: Callable[..., TrialResult] = run_trial,
+) -> RunSummary:
+    """Run (or resume) `suite` as run `run_name` (default: the suite's name); `max_trials` stops early."""
+    progress = progress or _Silent()
+    run_name = run_name or suite.name
+    run_id = store.open_run(run_name, suite.to_config(), environment())
+    store.add_planned(run_id, suite.plan())
+    store.release_stale(run_id)
+    all_trials = store.trials(run_id)
+    progress.start(len(all_trials), sum(t.status == "finished" for t in all_trials))
+    owner, workloads, ran = owner_id(), {}, 0
+    while max_trials is None or ran < max_trials:
+        trial = store.claim(run_id, owner)
+        if trial is None:
+            break
+        workload: Workload = workloads.setdefault(trial.workload, workload_registry.get(trial.workload, suite.size))
+        entrant = suite.entrant(trial.entrant)
+        scale = suite.budget_scale(entrant)
+        progress.trial_started(trial, int(workload.config.step_budget * scale))
+
+        def on_eval(point: EvalPoint, trial_id: int = trial.id) -> None:
+            store.heartbeat(trial_id, owner)
+            progress.trial_step(point.step)
+
+        workload.prepare()  # data loading happens before the trial's clock exists
+        result = trial_fn(workload, entrant, trial.hparams, trial.seed, budget_scale=scale, on_eval=on_eval)
+        store.finish(trial.id, owner, result)
+        progress.trial_finished(trial, result)
+        ran += 1
+    return RunSummary(run_id, run_name, ran, len(all_trials))

@@ -1,0 +1,121 @@
+"""One trial: train a workload with an entrant's optimizer on the submission clock until target or budget.
+
+The loop evaluates every `eval_every_steps` steps with the clock paused, stops as soon as the validation target is
+met (time- and steps-to-target are those of that evaluation), when the step or time budget is spent, or when the
+training loss stops being finite (outcome 'diverged'). Any exception in the submission is recorded as outcome
+'error' with its message instead of crashing the run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from optarena.arena.clock import SubmissionClock
+from optarena.arena.entrants import Entrant
+from optarena.workloads.base import Workload
+
+OUTCOMES = ("reached", "budget", "diverged", "error")
+
+
+@dataclass
+class EvalPoint:
+    step: int
+    submission_time: float
+    wall_time: float
+    train_loss: float
+    metrics: dict[str, float]
+
+
+@dataclass
+class TrialResult:
+    outcome: str
+    steps: int = 0
+    submission_time: float = 0.0
+    wall_time: float = 0.0
+    time_to_target: float | None = None
+    steps_to_target: int | None = None
+    best_metric: float | None = None
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    eval_points: list[EvalPoint] = field(default_factory=list)
+    error: str | None = None
+
+
+def _is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
+    return best is None or (value > best if higher_is_better else value < best)
+
+
+def run_trial(
+    workload: Workload,
+    entrant: Entrant,
+    hparams: Mapping[str, Any],
+    seed: int,
+    budget_scale: float = 1.0,
+    stop_at_target: bool = True,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> TrialResult:
+    """Run one trial; budgets (steps and seconds) are the workload's times `budget_scale`."""
+    config, target = workload.config, workload.target
+    max_steps = math.ceil(config.step_budget * budget_scale)
+    time_budget = config.time_budget_s * budget_scale
+    wall_start = timer()
+    clock = SubmissionClock(timer)
+    result = TrialResult(outcome="budget")
+    try:
+        model = workload.init_model(seed).to(workload.device)
+        optimizer, scheduler = entrant.build(model.parameters(), hparams, config.step_hint)
+        batches = workload.train_batches(seed)
+        loss_sum, loss_count = 0.0, 0
+        while result.steps < max_steps and clock.elapsed < time_budget:
+            with clock.running():
+                model.train()
+                optimizer.zero_grad(set_to_none=True)
+                loss = workload.loss(model, next(batches))
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_value = loss.item()
+            result.steps += 1
+            if not math.isfinite(loss_value):
+                result.outcome = "diverged"
+                break
+            loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+            last_step = result.steps >= max_steps or clock.elapsed >= time_budget
+            if result.steps % config.eval_every_steps and not last_step:
+                continue
+            model.eval()
+            with torch.no_grad():
+                metrics = workload.evaluate(model)
+            point = EvalPoint(result.steps, clock.elapsed, timer() - wall_start, loss_sum / loss_count, metrics)
+            loss_sum, loss_count = 0.0, 0
+            result.eval_points.append(point)
+            result.final_metrics = metrics
+            if on_eval is not None:
+                on_eval(point)
+            value = metrics[target.metric]
+            if not math.isfinite(value):
+                result.outcome = "diverged"
+                break
+            if _is_better(value, result.best_metric, target.higher_is_better):
+                result.best_metric = value
+            if result.time_to_target is None and target.reached(value):
+                result.time_to_target, result.steps_to_target = point.submission_time, point.step
+                if stop_at_target:
+                    break
+        if result.time_to_target is not None:
+            result.outcome = "reached"
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failing submission is a recorded outcome, not a crash
+        result.outcome = "error"
+        result.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    result.submission_time = clock.elapsed
+    result.wall_time = timer() - wall_start
+    return result

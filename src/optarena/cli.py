@@ -1,0 +1,238 @@
+"""The `optarena` command line: list what exists, run suites, show results, write reports, set targets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from optarena import optim
+from optarena.arena import suite as suite_lib
+from optarena.arena.runner import run_suite
+from optarena.arena.storage import Store, TrialRow
+from optarena.arena.trial import TrialResult
+from optarena.workloads import registry as workload_registry
+
+app = typer.Typer(help="optarena: training algorithms and an AlgoPerf-style arena.", no_args_is_help=True)
+console = Console()
+DEFAULT_DB = os.environ.get("OPTARENA_DB", "optarena-results/optarena.db")
+DbOption = Annotated[str, typer.Option("--db", help="SQLite file path or SQLAlchemy URL (env OPTARENA_DB).")]
+RunOption = Annotated[str | None, typer.Option("--run", help="Run name (default: the latest run).")]
+
+
+class RichProgress:
+    """Progress bars: one for the run's trials, one for the steps of the trial in progress."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.bars = progress
+        self.total_task = None
+        self.trial_task = None
+
+    def start(self, total: int, done: int) -> None:
+        self.total_task = self.bars.add_task("trials", total=total, completed=done)
+
+    def trial_started(self, trial: TrialRow, max_steps: int) -> None:
+        label = f"{trial.entrant} on {trial.workload} (study {trial.study}, trial {trial.index})"
+        if self.trial_task is None:
+            self.trial_task = self.bars.add_task(label, total=max_steps)
+        self.bars.reset(self.trial_task, total=max_steps, description=label)
+
+    def trial_step(self, step: int) -> None:
+        self.bars.update(self.trial_task, completed=step)
+
+    def trial_finished(self, trial: TrialRow, result: TrialResult) -> None:
+        self.bars.advance(self.total_task)
+
+
+def _format_time(seconds: float) -> str:
+    return f"{seconds:.2f}s" if math.isfinite(seconds) else "inf"
+
+
+def print_leaderboard(store: Store, run_name: str | None) -> None:
+    from optarena.report.results import load_results
+
+    results = load_results(store, run_name)
+    targets = results.workload_targets()
+    for ruleset, board in results.rulesets.items():
+        table = Table(
+            title=f"run {results.run.name!r}: {ruleset} tuning — median time-to-target (steps) [min..max over studies]"
+        )
+        table.add_column("rank")
+        table.add_column("entrant")
+        table.add_column("score", justify="right")
+        for w in board.workloads:
+            table.add_column(f"{w}\n{targets.get(w, '')}", justify="right")
+        for rank, entrant in enumerate(board.ranked(), 1):
+            row = [str(rank), entrant, f"{board.scores[entrant]:.3f}"]
+            for w in board.workloads:
+                cell = board.cells[(entrant, w)]
+                low, high = cell.time_spread
+                steps = f"{cell.steps:.0f}" if math.isfinite(cell.steps) else "-"
+                row.append(f"{_format_time(cell.time)} ({steps})\n[{_format_time(low)}..{_format_time(high)}]")
+            table.add_row(*row)
+        console.print(table)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(results.outcomes.items()))
+    console.print(f"trials: {counts}" + ("" if results.complete else "  (run incomplete: rerun to resume)"))
+
+
+def _write_report(store: Store, run_name: str | None, out: Path | None) -> Path:
+    from optarena.report.html import write_report
+
+    return write_report(store, run_name, out)
+
+
+@app.command("list")
+def list_things(what: Annotated[str, typer.Argument(help="optimizers, workloads or suites")] = "all") -> None:
+    """List registered optimizers, workloads and built-in suites."""
+    if what not in ("all", "optimizers", "workloads", "suites"):
+        raise typer.BadParameter("must be one of: all, optimizers, workloads, suites")
+    if what in ("all", "optimizers"):
+        table = Table(title="optimizers")
+        for column in ("name", "paper", "search space"):
+            table.add_column(column)
+        for name in optim.names():
+            entry = optim.info(name)
+            space = "; ".join(f"{k}: {v}" for k, v in entry.search_space.describe().items())
+            table.add_row(name, entry.paper, space)
+        console.print(table)
+    if what in ("all", "workloads"):
+        table = Table(title="workloads")
+        for column in ("name", "description", "size", "target", "step hint", "budget"):
+            table.add_column(column)
+        for name in workload_registry.names():
+            cls = workload_registry.workload_class(name)
+            for size, config in cls.configs.items():
+                t = config.target
+                table.add_row(
+                    name,
+                    cls.description,
+                    size,
+                    f"{t.metric} {'>=' if t.higher_is_better else '<='} {t.value:g}",
+                    str(config.step_hint),
+                    f"{config.time_budget_s:g}s",
+                )
+        console.print(table)
+    if what in ("all", "suites"):
+        table = Table(title="suites")
+        for column in ("name", "size", "workloads", "entrants", "S x T"):
+            table.add_column(column)
+        for name in suite_lib.builtin_names():
+            s = suite_lib.load(name)
+            table.add_row(
+                name,
+                s.size,
+                ", ".join(s.workloads),
+                ", ".join(e.name for e in s.entrants),
+                f"{s.studies} x {s.trials}",
+            )
+        console.print(table)
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Argument(help="Built-in suite name or a .yaml/.toml suite file.")],
+    db: DbOption = DEFAULT_DB,
+    name: Annotated[str | None, typer.Option(help="Run name (default: the suite's name); reuse to resume.")] = None,
+    studies: Annotated[int | None, typer.Option(help="Override the suite's number of studies S.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Override the suite's trials per study T.")] = None,
+    size: Annotated[str | None, typer.Option(help="Override the workload size: quick or full.")] = None,
+    report: Annotated[bool, typer.Option(help="Write the HTML report when the run is complete.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Report path (default: next to the database).")] = None,
+) -> None:
+    """Run (or resume) a suite, then print the leaderboard and write the HTML report."""
+    spec = suite_lib.load(suite)
+    overrides = {k: v for k, v in {"studies": studies, "trials": trials, "size": size}.items() if v is not None}
+    if overrides:
+        spec = dataclasses.replace(spec, **overrides)
+    store = Store(db)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bars:
+        summary = run_suite(spec, store, name, RichProgress(bars))
+    console.print(f"ran {summary.ran} trial(s) of {summary.total} in run {summary.run_name!r} ({store.url})")
+    print_leaderboard(store, summary.run_name)
+    if report:
+        console.print(f"report: {_write_report(store, summary.run_name, out)}")
+
+
+@app.command()
+def demo(
+    db: DbOption = "optarena-results/demo.db",
+    out: Annotated[Path | None, typer.Option(help="Report path.")] = None,
+) -> None:
+    """Run the demo suite (no download needed, a few minutes on a laptop CPU)."""
+    run("demo", db=db, name=None, studies=None, trials=None, size=None, report=True, out=out)
+
+
+@app.command()
+def results(db: DbOption = DEFAULT_DB, run_name: RunOption = None) -> None:
+    """Show a run's leaderboard."""
+    print_leaderboard(Store(db), run_name)
+
+
+@app.command("report")
+def report_command(
+    db: DbOption = DEFAULT_DB,
+    run_name: RunOption = None,
+    out: Annotated[Path | None, typer.Option(help="Report path.")] = None,
+) -> None:
+    """Write the self-contained HTML report of a run."""
+    console.print(f"report: {_write_report(Store(db), run_name, out)}")
+
+
+@app.command()
+def runs(db: DbOption = DEFAULT_DB) -> None:
+    """List the runs stored in a database."""
+    store = Store(db)
+    table = Table(title=f"runs in {store.url}")
+    for column in ("name", "suite", "size", "finished", "environment"):
+        table.add_column(column)
+    for row in store.runs():
+        trials = store.trials(row.id)
+        done = sum(t.status == "finished" for t in trials)
+        env = row.environment
+        table.add_row(
+            row.name,
+            row.config["name"],
+            row.config["size"],
+            f"{done}/{len(trials)}",
+            f"torch {env.get('torch')}, {env.get('cpu_count')} cpus",
+        )
+    console.print(table)
+
+
+@app.command()
+def calibrate(
+    workload: Annotated[str, typer.Argument(help="Workload name.")],
+    size: Annotated[str, typer.Option(help="quick or full.")] = "quick",
+    trials: Annotated[int, typer.Option(help="Halton trials per baseline.")] = 5,
+    seeds: Annotated[int, typer.Option(help="Reruns of the best configuration.")] = 3,
+    append_to: Annotated[Path | None, typer.Option(help="Append the markdown record to this file.")] = None,
+) -> None:
+    """Set a workload's target the AlgoPerf way: tune the baselines, median best of reseeded reruns."""
+    from optarena.arena.calibrate import calibrate as run_calibration
+
+    def on_trial(name: str, result: TrialResult) -> None:
+        best = f"{result.best_metric:.4g}" if result.best_metric is not None else "-"
+        console.print(f"  {name}: {result.outcome}, best {best}, {result.submission_time:.1f}s")
+
+    record = run_calibration(workload, size, trials=trials, seeds=seeds, on_trial=on_trial)
+    console.print(record.markdown())
+    if append_to is not None:
+        with append_to.open("a") as handle:
+            handle.write(record.markdown() + "\n")
+
+
+if __name__ == "__main__":
+    app()

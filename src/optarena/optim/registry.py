@@ -1,0 +1,61 @@
+"""The optimizer registry: `create(name, params, **hparams)`, `names()`, and each optimizer's metadata.
+
+Every entry takes flat hyperparameters (`lr`, `beta1`, `beta2`, `eps`, `momentum`, `weight_decay`, ...) so
+arena configs, the CLI and search spaces speak one vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from optarena.hparams import SearchSpace
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """What the registry knows of one optimizer."""
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    paper: str
+    reference: str
+    defaults: Mapping[str, Any]
+    search_space: SearchSpace
+    requires_closure: bool = False
+    notes: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, OptimizerInfo] = {}
+
+
+def register(info: OptimizerInfo) -> OptimizerInfo:
+    if info.name in _REGISTRY:
+        raise ValueError(f"optimizer {info.name!r} is already registered")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def names() -> list[str]:
+    """Registered optimizer names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def info(name: str) -> OptimizerInfo:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; known optimizers: {', '.join(names())}") from None
+
+
+def create(name: str, params: Iterable[Any], **hparams: Any) -> torch.optim.Optimizer:
+    """Build the named optimizer; hyperparameters not given take the registry's defaults."""
+    entry = info(name)
+    unknown = set(hparams) - set(entry.defaults)
+    if unknown:
+        raise ValueError(f"unknown hyperparameters for {name!r}: {sorted(unknown)}; allowed: {sorted(entry.defaults)}")
+    return entry.factory(params, **{**entry.defaults, **hparams})

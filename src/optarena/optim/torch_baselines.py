@@ -1,0 +1,100 @@
+"""AlgoPerf's baseline optimizers, taken from torch.optim itself: SGD with heavy-ball or Nesterov momentum, Adam,
+AdamW and NAdamW, registered under flat hyperparameter names with AlgoPerf-like search spaces.
+
+Search spaces follow the shape of AlgoPerf's baseline spaces (Dahl et al., "Benchmarking Neural Network Training
+Algorithms", arXiv:2306.07179, Sec. 6 and its repository's `tuning_search_space.json` files): learning rate
+log-uniform, `1 - beta1` (or `1 - momentum`) log-uniform, weight decay log-uniform, warmup as a fraction of the
+step hint. Ranges are narrowed to what is searchable with a handful of trials on the CPU workloads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from optarena.hparams import Choice, LogUniform, OneMinusLogUniform, SearchSpace
+from optarena.optim.registry import OptimizerInfo, register
+
+ALGOPERF = "Dahl et al., Benchmarking Neural Network Training Algorithms, arXiv:2306.07179 (baseline)"
+WARMUP = Choice((0.02, 0.05, 0.1))
+
+
+def _sgd(nesterov: bool):
+    def factory(params, lr, momentum, weight_decay):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+    return factory
+
+
+def _adam_family(cls, **fixed):
+    def factory(params, lr, beta1, beta2, eps, weight_decay):
+        return cls(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, **fixed)
+
+    return factory
+
+
+SGD_SPACE = SearchSpace(
+    {
+        "lr": LogUniform(1e-3, 1.0),
+        "momentum": OneMinusLogUniform(0.01, 0.3),
+        "weight_decay": LogUniform(1e-7, 1e-3),
+        "warmup_fraction": WARMUP,
+    }
+)
+ADAM_SPACE = SearchSpace(
+    {
+        "lr": LogUniform(1e-4, 3e-2),
+        "beta1": OneMinusLogUniform(0.03, 0.3),
+        "weight_decay": LogUniform(1e-6, 1e-1),
+        "warmup_fraction": WARMUP,
+    }
+)
+SGD_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+ADAM_DEFAULTS = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+
+for name, factory, paper, defaults, space in [
+    (
+        "sgd",
+        _sgd(nesterov=False),
+        "Polyak, Some methods of speeding up the convergence of iteration methods (1964): heavy-ball momentum",
+        SGD_DEFAULTS,
+        SGD_SPACE,
+    ),
+    (
+        "nesterov",
+        _sgd(nesterov=True),
+        "Sutskever et al., On the importance of initialization and momentum in deep learning (ICML 2013)",
+        SGD_DEFAULTS,
+        SGD_SPACE,
+    ),
+    (
+        "adam",
+        _adam_family(torch.optim.Adam),
+        "Kingma & Ba, Adam: A Method for Stochastic Optimization, arXiv:1412.6980, Algorithm 1",
+        ADAM_DEFAULTS,
+        ADAM_SPACE,
+    ),
+    (
+        "adamw",
+        _adam_family(torch.optim.AdamW),
+        "Loshchilov & Hutter, Decoupled Weight Decay Regularization, arXiv:1711.05101, Algorithm 2",
+        {**ADAM_DEFAULTS, "weight_decay": 1e-2},
+        ADAM_SPACE,
+    ),
+    (
+        "nadamw",
+        _adam_family(torch.optim.NAdam, decoupled_weight_decay=True),
+        "Dozat, Incorporating Nesterov Momentum into Adam (ICLR 2016 workshop), with decoupled weight decay",
+        {**ADAM_DEFAULTS, "weight_decay": 1e-2},
+        ADAM_SPACE,
+    ),
+]:
+    register(
+        OptimizerInfo(
+            name=name,
+            factory=factory,
+            paper=paper,
+            reference=f"torch.optim ({ALGOPERF})",
+            defaults=defaults,
+            search_space=space,
+        )
+    )

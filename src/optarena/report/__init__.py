@@ -1,0 +1,1 @@
+"""Results tables, plots and the self-contained HTML report."""

@@ -1,0 +1,115 @@
+"""The report's figures, drawn with matplotlib and returned as inline SVG text."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from optarena.arena.scoring import R_MAX, Leaderboard, performance_profile  # noqa: E402
+from optarena.arena.storage import EvalPointRow  # noqa: E402
+
+plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 100, "font.size": 9})
+
+
+def _svg(figure: plt.Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg") :]
+
+
+def entrant_colors(entrants: Sequence[str]) -> dict[str, str]:
+    """One fixed colour per entrant, shared by every figure of a report."""
+    palette = plt.get_cmap("tab10")
+    return {e: matplotlib.colors.to_hex(palette(i % 10)) for i, e in enumerate(entrants)}
+
+
+def learning_curves(
+    workload: str,
+    metric: str,
+    target: float,
+    curves: dict[str, list[list[EvalPointRow]]],
+    colors: dict[str, str],
+) -> str:
+    """Validation metric against submission time and against steps: each entrant's best trial of each study."""
+    figure, (by_time, by_step) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for entrant, color in colors.items():
+        for i, points in enumerate(curves.get(entrant, [])):
+            values = [p.metrics.get(metric, math.nan) for p in points]
+            label = entrant if i == 0 else None
+            by_time.plot([p.submission_time for p in points], values, color=color, label=label, lw=1.2)
+            by_step.plot([p.step for p in points], values, color=color, label=label, lw=1.2)
+    for axis, xlabel in ((by_time, "submission time (s)"), (by_step, "steps")):
+        axis.axhline(target, color="black", ls="--", lw=0.8, label="target")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+    if metric.endswith("loss"):
+        low, high = by_time.get_ylim()
+        by_time.set_ylim(low, min(high, target + 4 * abs(target - low) + 1e-9))
+        by_step.set_ylim(by_time.get_ylim())
+    by_step.legend(fontsize=7, loc="best")
+    figure.suptitle(f"{workload}: best trial per study")
+    return _svg(figure)
+
+
+def time_to_target(board: Leaderboard, title: str, colors: dict[str, str]) -> str:
+    """Median time-to-target per workload and entrant, bars spanning the min..max over studies."""
+    workloads, entrants = board.workloads, board.ranked()
+    width = 0.8 / max(1, len(entrants))
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(workloads) + 2), 3.4))
+    for j, entrant in enumerate(entrants):
+        for i, workload in enumerate(workloads):
+            cell = board.cells[(entrant, workload)]
+            x = i + (j - (len(entrants) - 1) / 2) * width
+            if math.isfinite(cell.time):
+                low, high = cell.time_spread
+                high = high if math.isfinite(high) else cell.time
+                axis.bar(
+                    x,
+                    cell.time,
+                    width,
+                    color=colors[entrant],
+                    label=entrant if i == 0 else None,
+                    yerr=[[cell.time - low], [high - cell.time]],
+                    capsize=2,
+                )
+            else:
+                axis.bar(x, 0, width, color=colors[entrant], label=entrant if i == 0 else None)
+                axis.text(x, 0, "x", ha="center", va="bottom", color=colors[entrant], fontsize=8)
+    axis.set_xticks(range(len(workloads)), workloads, rotation=15)
+    axis.set_ylabel("time-to-target (s, submission clock)")
+    axis.set_title(title + "  (x: target not reached)")
+    axis.legend(fontsize=7)
+    axis.grid(axis="y", alpha=0.3)
+    return _svg(figure)
+
+
+def performance_profiles(board: Leaderboard, title: str, colors: dict[str, str], r_max: float = R_MAX) -> str:
+    """rho_s(tau) for tau in [1, r_max] for every entrant (AlgoPerf's performance profile)."""
+    taus = [1.0 + (r_max - 1.0) * i / 400 for i in range(401)]
+    figure, axis = plt.subplots(figsize=(6, 3.4))
+    for entrant in board.ranked():
+        rho = performance_profile([board.ratios[(entrant, w)] for w in board.workloads], taus)
+        axis.step(
+            taus,
+            rho,
+            where="post",
+            color=colors[entrant],
+            label=f"{entrant} (score {board.scores[entrant]:.3f})",
+        )
+    axis.set_xlim(1.0, r_max)
+    axis.set_ylim(-0.02, 1.02)
+    axis.set_xlabel("tau (ratio to the fastest entrant)")
+    axis.set_ylabel("fraction of workloads")
+    axis.set_title(title)
+    axis.legend(fontsize=7, loc="lower right")
+    axis.grid(alpha=0.3)
+    return _svg(figure)

@@ -1,0 +1,114 @@
+"""The workload contract: the workload owns model, data, loss, evaluation and target (AlgoPerf's split).
+
+A submission (optimizer + schedule) never sees more than the parameters and the training loss; the runner owns
+the clock. Each concrete workload is one readable file in this package that subclasses :class:`Workload`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+SIZES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A validation target and the record of how it was set (AlgoPerf: on the machine class of the suite)."""
+
+    metric: str
+    value: float
+    higher_is_better: bool
+    how_set: str
+
+    def reached(self, value: float) -> bool:
+        """Whether a validation value meets the target."""
+        return value >= self.value if self.higher_is_better else value <= self.value
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """Size-dependent settings of a workload: batch size, step hint, budgets, evaluation period, model knobs."""
+
+    batch_size: int
+    step_hint: int
+    time_budget_s: float
+    eval_every_steps: int
+    target: Target
+    model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    max_steps: int | None = None
+
+    @property
+    def step_budget(self) -> int:
+        """The hard step cap of a trial: `max_steps` when given, otherwise the step hint."""
+        return self.max_steps if self.max_steps is not None else self.step_hint
+
+
+class Workload(ABC):
+    """Model + data + loss + evaluation + target. Subclasses set `name`, `description` and `configs`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    configs: ClassVar[Mapping[str, WorkloadConfig]]
+
+    def __init__(self, size: str = "quick", device: str | torch.device = "cpu") -> None:
+        if size not in self.configs:
+            raise ValueError(f"size must be one of {sorted(self.configs)} for workload {self.name!r}, got {size!r}")
+        self.size = size
+        self.config = self.configs[size]
+        self.device = torch.device(device)
+
+    @property
+    def target(self) -> Target:
+        return self.config.target
+
+    @abstractmethod
+    def init_model(self, seed: int) -> nn.Module:
+        """A freshly initialised model; deterministic given the seed."""
+
+    @abstractmethod
+    def train_batches(self, seed: int) -> Iterator[Any]:
+        """An endless iterator of training batches; the order is deterministic given the seed."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Mean training loss of `model` on `batch` (a scalar that `backward()` is called on)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Validation metrics; must contain the target's metric. Called with gradients disabled."""
+
+    def prepare(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
+        """Load and cache data before the clock starts (optional; loading must never be timed)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size!r})"
+
+
+def shuffled_batches(num_examples: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless index batches: a fresh permutation each epoch, dropping the remainder (DeepOBS/AlgoPerf style)."""
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size must be <= the number of examples ({num_examples}), got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        permutation = torch.randperm(num_examples, generator=generator)
+        for start in range(0, num_examples - batch_size + 1, batch_size):
+            yield permutation[start : start + batch_size]
+
+
+def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Validation loss, accuracy and error rate of class logits."""
+    loss = nn.functional.cross_entropy(logits, labels).item()
+    accuracy = (logits.argmax(dim=1) == labels).float().mean().item()
+    return {"val_loss": loss, "val_accuracy": accuracy, "val_error": 1.0 - accuracy}
+
+
+def batched_logits(model: nn.Module, inputs: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Model outputs over a whole evaluation set, in chunks to bound memory."""
+    return torch.cat([model(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)])

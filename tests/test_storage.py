@@ -1,0 +1,151 @@
+"""Storage: planning, atomic claims, stale-trial recovery, kill -9 resume and concurrent writers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from arena_worker import SUITE, fake_trial_factory
+from optarena.arena.runner import run_suite
+from optarena.arena.storage import EvalPointRow, RunConfigMismatch, Store, TrialRow
+from optarena.arena.trial import TrialResult
+
+WORKER = str(Path(__file__).with_name("arena_worker.py"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "arena.db")
+
+
+def _open(store: Store) -> int:
+    run_id = store.open_run("r", SUITE.to_config(), {})
+    store.add_planned(run_id, SUITE.plan())
+    return run_id
+
+
+def test_open_run_resumes_the_same_config_and_rejects_another(store: Store) -> None:
+    run_id = store.open_run("r", SUITE.to_config(), {"x": 1})
+    assert store.open_run("r", SUITE.to_config(), {"x": 2}) == run_id
+    with pytest.raises(RunConfigMismatch, match="different configuration"):
+        store.open_run("r", {**SUITE.to_config(), "trials": 99}, {})
+
+
+def test_planning_is_idempotent(store: Store) -> None:
+    run_id = _open(store)
+    assert len(store.trials(run_id)) == len(SUITE.plan()) == 2 * 2 * 2 * 3
+    assert store.add_planned(run_id, SUITE.plan()) == 0
+    assert len(store.trials(run_id)) == 24
+
+
+def test_claims_are_exclusive_and_ordered(store: Store) -> None:
+    run_id = _open(store)
+    claimed = [store.claim(run_id, f"{socket.gethostname()}:{os.getpid()}:x") for _ in range(24)]
+    assert [t.id for t in claimed] == sorted(t.id for t in claimed)
+    assert len({t.id for t in claimed}) == 24
+    assert all(t.status == "running" and t.attempts == 1 for t in claimed)
+    assert store.claim(run_id, "h:1:x") is None
+
+
+def test_finish_writes_result_and_points_once_and_only_for_the_owner(store: Store) -> None:
+    run_id = _open(store)
+    trial = store.claim(run_id, "me:1:a")
+    result = fake_trial_factory(None)(None, None, {}, 5)
+    assert not store.finish(trial.id, "someone-else:2:b", result)
+    assert store.finish(trial.id, "me:1:a", result)
+    assert not store.finish(trial.id, "me:1:a", result)  # already finished
+    row = next(t for t in store.trials(run_id) if t.id == trial.id)
+    assert row.status == "finished" and row.outcome == "reached" and row.steps_to_target == 30
+    assert [p.step for p in store.eval_points([trial.id])[trial.id]] == [10, 20, 30]
+
+
+def test_release_stale_trials(store: Store) -> None:
+    run_id = _open(store)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    dead_trial = store.claim(run_id, f"{here}:{dead.pid}:a")
+    alive_trial = store.claim(run_id, f"{here}:{os.getpid()}:b")
+    remote_stale = store.claim(run_id, "elsewhere:1:c")
+    remote_fresh = store.claim(run_id, "elsewhere:2:d")
+    with store.session() as s:
+        s.execute(TrialRow.__table__.update().where(TrialRow.id == remote_stale.id).values(heartbeat=0.0))
+        s.commit()
+    assert store.release_stale(run_id, lease_s=60) == 2
+    status = {t.id: t.status for t in store.trials(run_id)}
+    assert status[dead_trial.id] == status[remote_stale.id] == "pending"
+    assert status[alive_trial.id] == status[remote_fresh.id] == "running"
+    again = store.claim(run_id, "me:3:e")
+    assert again.id == dead_trial.id and again.attempts == 2
+
+
+def test_kill_minus_nine_mid_trial_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'arena.db'}"
+    worker = subprocess.Popen(
+        [sys.executable, WORKER, url, "run", "4"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(WORKER).parent)},
+    )
+    store = Store(url)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if worker.poll() is not None:
+            pytest.fail(f"worker exited early with {worker.returncode}")
+        try:
+            trials = store.trials(store.run_by_name("run").id)
+        except LookupError:
+            trials = []
+        if sum(t.status == "finished" for t in trials) == 3 and any(t.status == "running" for t in trials):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("worker never reached the blocking trial")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    run_id = store.run_by_name("run").id
+    before = {t.id: t for t in store.trials(run_id)}
+    killed = [t for t in before.values() if t.status == "running"]
+    assert len(killed) == 1
+    finished_before = {i: t.finished_at for i, t in before.items() if t.status == "finished"}
+
+    ran = []
+
+    def counting_trial(*args, **kwargs) -> TrialResult:
+        ran.append(args[3])
+        return fake_trial_factory(None)(*args, **kwargs)
+
+    summary = run_suite(SUITE, store, "run", trial_fn=counting_trial)
+    after = {t.id: t for t in store.trials(run_id)}
+    assert summary.ran == len(after) - 3 and len(ran) == summary.ran  # finished trials are not rerun
+    assert all(t.status == "finished" for t in after.values())
+    assert {i: after[i].finished_at for i in finished_before} == finished_before  # and not touched
+    assert after[killed[0].id].attempts == 2
+    with store.session() as s:
+        per_trial = Counter(s.scalars(select(EvalPointRow.trial_id)))
+        trials_total = s.scalar(select(func.count()).select_from(TrialRow))
+    assert trials_total == 24 and set(per_trial.values()) == {3} and len(per_trial) == 24
+
+
+def test_two_processes_share_one_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'arena.db'}"
+    env = {**os.environ, "PYTHONPATH": str(Path(WORKER).parent)}
+    workers = [subprocess.Popen([sys.executable, WORKER, url, "shared"], cwd=tmp_path, env=env) for _ in range(2)]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    store = Store(url)
+    trials = store.trials(store.run_by_name("shared").id)
+    assert len(trials) == 24
+    assert all(t.status == "finished" and t.attempts == 1 for t in trials)
+    owners = Counter(t.owner.split(":")[1] for t in trials)
+    assert len(owners) == 2, f"both processes should have run trials, got {owners}"
+    points = store.eval_points(t.id for t in trials)
+    assert all(len(p) == 3 for p in points.values())

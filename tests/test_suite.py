@@ -1,0 +1,63 @@
+"""Suites from built-in names and from YAML/TOML files; bad input is named."""
+
+from pathlib import Path
+
+import pytest
+
+from optarena.arena import suite as suite_lib
+
+
+def test_builtin_suites_load() -> None:
+    assert {"demo", "baselines", "baselines-full"} <= set(suite_lib.builtin_names())
+    demo = suite_lib.load("demo")
+    assert demo.size == "quick" and demo.entrants[-1].ruleset == "self"
+    assert len(demo.plan()) == len(demo.workloads) * (3 * demo.studies * demo.trials + demo.studies)
+
+
+def test_yaml_and_toml_files_give_the_same_suite(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text(
+        "name: s\nworkloads: [quadratic_deep]\nstudies: 1\ntrials: 2\n"
+        "entrants:\n  - adamw\n  - name: tuned-sgd\n    optimizer: sgd\n"
+        "    search_space: {lr: {type: log_uniform, low: 0.01, high: 0.1}, warmup_fraction: [0.0, 0.1]}\n"
+        "    fixed: {momentum: 0.9}\n"
+    )
+    (tmp_path / "s.toml").write_text(
+        'name = "s"\nworkloads = ["quadratic_deep"]\nstudies = 1\ntrials = 2\n'
+        'entrants = ["adamw", {name = "tuned-sgd", optimizer = "sgd", fixed = {momentum = 0.9}, '
+        'search_space = {lr = {type = "log_uniform", low = 0.01, high = 0.1}, warmup_fraction = [0.0, 0.1]}}]\n'
+    )
+    from_yaml, from_toml = suite_lib.load(tmp_path / "s.yaml"), suite_lib.load(tmp_path / "s.toml")
+    assert from_yaml.to_config() == from_toml.to_config()
+    assert from_yaml.plan() == from_toml.plan()
+    sgd = from_yaml.entrant("tuned-sgd")
+    assert sgd.fixed == {"momentum": 0.9} and list(sgd.search_space) == ["lr", "warmup_fraction"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: s\nworkloads: [nope]\nentrants: [adamw]\n", "known workloads"),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [nope]\n", "known optimizers"),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\nstudies: 0\n", "studies and trials"),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\nsize: huge\n", "size must be one of"),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\ncolour: red\n", "unknown suite keys"),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw, adamw]\n", "unique"),
+        (
+            "name: s\nworkloads: [quadratic_deep]\nentrants: [{name: x, optimizer: sgd, search_space: "
+            "{lr: {type: cubic, low: 1, high: 2}}}]\n",
+            "search-space type",
+        ),
+    ],
+)
+def test_bad_suite_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        suite_lib.load(path)
+
+
+def test_unknown_suite_name() -> None:
+    with pytest.raises(ValueError, match="neither a suite file"):
+        suite_lib.load("no-such-suite")
+    with pytest.raises(FileNotFoundError):
+        suite_lib.load("missing.yaml")

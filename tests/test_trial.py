@@ -1,0 +1,144 @@
+"""The trial loop: target, budgets, divergence, errors, and what the clock counts."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from optarena.arena.entrants import Entrant, baseline
+from optarena.arena.trial import run_trial
+from optarena.hparams import SearchSpace
+from optarena.workloads.base import Target, Workload, WorkloadConfig
+
+
+class FakeTimer:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ToyRegression(Workload):
+    """Least squares y = 3x; each training step costs 1 fake second and each evaluation 10."""
+
+    name = "toy"
+    description = "toy"
+    configs = {
+        "quick": WorkloadConfig(
+            batch_size=8,
+            step_hint=100,
+            time_budget_s=1000.0,
+            eval_every_steps=5,
+            target=Target("val_loss", 1e-3, False, "test"),
+        )
+    }
+
+    def __init__(self, timer: FakeTimer, target: float = 1e-3, time_budget: float = 1000.0) -> None:
+        super().__init__("quick")
+        self.timer = timer
+        self.config = WorkloadConfig(
+            batch_size=8,
+            step_hint=100,
+            time_budget_s=time_budget,
+            eval_every_steps=5,
+            target=Target("val_loss", target, False, "test"),
+        )
+        self.x = torch.linspace(-1, 1, 64)[:, None]
+
+    def init_model(self, seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Linear(1, 1, bias=False)
+
+    def train_batches(self, seed: int):
+        while True:
+            self.timer.now += 1.0
+            yield self.x[:8]
+
+    def loss(self, model, batch):
+        return ((model(batch) - 3 * batch) ** 2).mean()
+
+    def evaluate(self, model):
+        self.timer.now += 10.0
+        return {"val_loss": ((model(self.x) - 3 * self.x) ** 2).mean().item()}
+
+
+SGD = Entrant("sgd", "sgd", SearchSpace(), schedule="constant")
+
+
+def test_stops_at_target_and_excludes_evaluation_from_the_clock() -> None:
+    timer = FakeTimer()
+    result = run_trial(ToyRegression(timer), SGD, {"lr": 0.3, "momentum": 0.0}, seed=0, timer=timer)
+    assert result.outcome == "reached"
+    assert result.steps_to_target == result.steps and result.steps % 5 == 0
+    # one fake second per step on the clock; evaluations (10 s each) only on the wall clock
+    assert result.time_to_target == pytest.approx(result.steps)
+    assert result.wall_time == pytest.approx(result.steps + 10 * len(result.eval_points))
+    assert result.eval_points[-1].metrics["val_loss"] <= 1e-3
+    assert result.best_metric == result.eval_points[-1].metrics["val_loss"]
+
+
+def test_runs_to_the_step_budget_when_the_target_is_out_of_reach() -> None:
+    timer = FakeTimer()
+    result = run_trial(ToyRegression(timer, target=-1.0), SGD, {"lr": 0.1, "momentum": 0.0}, seed=0, timer=timer)
+    assert result.outcome == "budget" and result.steps == 100
+    assert result.time_to_target is None and result.steps_to_target is None
+    assert [p.step for p in result.eval_points] == list(range(5, 101, 5))
+
+
+def test_time_budget_and_budget_scale() -> None:
+    timer = FakeTimer()
+    result = run_trial(
+        ToyRegression(timer, target=-1.0, time_budget=12.0),
+        SGD,
+        {"lr": 0.1, "momentum": 0.0},
+        seed=0,
+        timer=timer,
+    )
+    assert result.steps == 12 and result.eval_points[-1].step == 12  # the last step is always evaluated
+    timer = FakeTimer()
+    result = run_trial(
+        ToyRegression(timer, target=-1.0, time_budget=12.0),
+        SGD,
+        {"lr": 0.1, "momentum": 0.0},
+        seed=0,
+        timer=timer,
+        budget_scale=2.0,
+    )
+    assert result.steps == 24
+
+
+def test_divergence_is_an_outcome() -> None:
+    timer = FakeTimer()
+    result = run_trial(ToyRegression(timer), SGD, {"lr": 1e6, "momentum": 0.0}, seed=0, timer=timer)
+    assert result.outcome == "diverged"
+    assert result.time_to_target is None and result.steps < 100
+
+
+def test_submission_errors_are_recorded_not_raised() -> None:
+    timer = FakeTimer()
+    result = run_trial(ToyRegression(timer), baseline("adamw"), {"lr": -1.0}, seed=0, timer=timer)
+    assert result.outcome == "error"
+    assert "Invalid learning rate" in result.error
+
+
+def test_on_eval_sees_every_point() -> None:
+    timer = FakeTimer()
+    seen = []
+    result = run_trial(
+        ToyRegression(timer, target=-1.0),
+        SGD,
+        {"lr": 0.1, "momentum": 0.0},
+        seed=0,
+        timer=timer,
+        on_eval=seen.append,
+    )
+    assert seen == result.eval_points and all(math.isfinite(p.train_loss) for p in seen)
+
+
+def test_same_seed_same_trajectory() -> None:
+    runs = [
+        run_trial(ToyRegression(FakeTimer(), target=-1.0), baseline("adamw"), {"lr": 0.01}, seed=3) for _ in range(2)
+    ]
+    assert [p.metrics for p in runs[0].eval_points] == [p.metrics for p in runs[1].eval_points]

@@ -14,8 +14,8 @@ setup: $(STAMP)
 # Only when no torch is importable do we install the CPU wheel, pinned, so no CUDA build is pulled.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
 demo: $(STAMP)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -22,9 +26,53 @@ from optarena.arena.trial import TrialResult
 WORKER = str(Path(__file__).with_name("arena_worker.py"))
 
 
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a Unix socket (Debian's postgresql); skipped where none is installed."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = shutil.which("initdb") or (found[-1] if found else None)
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="optarena-pg-"))
+    root.chmod(0o777)  # the postgres user must reach it when tests run as root
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(
+        [*as_postgres, initdb, "-D", str(root / "data"), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-k {root} -p {port} -c listen_addresses=''"
+    subprocess.run(
+        [*as_postgres, pg_ctl, "-D", str(root / "data"), "-o", options, "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    yield root, port
+    subprocess.run([*as_postgres, pg_ctl, "-D", str(root / "data"), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path) -> str:
+    """A fresh, empty database of each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'arena.db'}"
+    import psycopg
+
+    host, port = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=str(host), port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://postgres@/{name}?host={host}&port={port}"
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "arena.db")
+def store(db_url: str) -> Store:
+    return Store(db_url)
 
 
 def _open(store: Store) -> int:
@@ -88,8 +136,8 @@ def test_release_stale_trials(store: Store) -> None:
     assert again.id == dead_trial.id and again.attempts == 2
 
 
-def test_kill_minus_nine_mid_trial_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'arena.db'}"
+def test_kill_minus_nine_mid_trial_resumes_without_loss_or_duplicates(db_url: str, tmp_path: Path) -> None:
+    url = db_url
     worker = subprocess.Popen(
         [sys.executable, WORKER, url, "run", "4"],
         cwd=tmp_path,
@@ -136,8 +184,8 @@ def test_kill_minus_nine_mid_trial_resumes_without_loss_or_duplicates(tmp_path: 
     assert trials_total == 24 and set(per_trial.values()) == {3} and len(per_trial) == 24
 
 
-def test_two_processes_share_one_database(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'arena.db'}"
+def test_two_processes_share_one_database(db_url: str, tmp_path: Path) -> None:
+    url = db_url
     env = {**os.environ, "PYTHONPATH": str(Path(WORKER).parent)}
     workers = [subprocess.Popen([sys.executable, WORKER, url, "shared"], cwd=tmp_path, env=env) for _ in range(2)]
     assert [w.wait(timeout=120) for w in workers] == [0, 0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,6 +53,15 @@ def test_loss_backward_and_evaluate(workload) -> None:
     assert workload.target.metric in metrics and np.isfinite(metrics[workload.target.metric])
     # an untrained model does not already meet the target
     assert not workload.target.reached(metrics[workload.target.metric])
+
+
+def test_every_calibrated_target_is_documented() -> None:
+    """The record stored next to each calibrated target appears verbatim in docs/targets.md."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "targets.md").read_text()
+    for name in names():
+        for size, config in workload_class(name).configs.items():
+            if "optarena calibrate" in config.target.how_set:
+                assert config.target.how_set in doc, f"{name} ({size}): target record missing from docs/targets.md"
 
 
 def test_unknown_names_and_sizes() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 import optarena
-from optarena.arena.storage import Store, TrialRow, owner_id
+from optarena.arena.storage import HEARTBEAT_EVERY_S, Store, TrialRow, owner_id
 from optarena.arena.suite import Suite
 from optarena.arena.trial import EvalPoint, TrialResult, run_trial
 from optarena.workloads import registry as workload_registry
@@ -86,8 +87,12 @@ def run_suite(
         scale = suite.budget_scale(entrant)
         progress.trial_started(trial, int(workload.config.step_budget * scale))
 
-        def on_eval(point: EvalPoint, trial_id: int = trial.id) -> None:
-            store.heartbeat(trial_id, owner)
+        last_beat = [time.monotonic()]
+
+        def on_eval(point: EvalPoint, trial_id: int = trial.id, last_beat: list[float] = last_beat) -> None:
+            if time.monotonic() - last_beat[0] >= HEARTBEAT_EVERY_S:
+                store.heartbeat(trial_id, owner)
+                last_beat[0] = time.monotonic()
             progress.trial_step(point.step)
 
         workload.prepare()  # data loading happens before the trial's clock exists

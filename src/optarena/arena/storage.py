@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    insert,
     select,
     update,
 )
@@ -44,6 +45,7 @@ from optarena.arena.trial import TrialResult
 from optarena.arena.tuning import PlannedTrial
 
 DEFAULT_LEASE_S = 900.0
+HEARTBEAT_EVERY_S = 30.0
 
 
 class Base(DeclarativeBase):
@@ -106,6 +108,7 @@ class RunConfigMismatch(ValueError):
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL survives a killed process; no fsync per commit
     cursor.execute("PRAGMA busy_timeout=60000")  # a second writer waits instead of failing
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -291,7 +294,8 @@ class Store:
                 s.rollback()
                 return False
             s.execute(delete(EvalPointRow).where(EvalPointRow.trial_id == trial_id))
-            s.add_all(EvalPointRow(trial_id=trial_id, **asdict(p)) for p in result.eval_points)
+            if result.eval_points:
+                s.execute(insert(EvalPointRow), [{"trial_id": trial_id, **asdict(p)} for p in result.eval_points])
             s.commit()
             return True
 

@@ -51,10 +51,9 @@ def learning_curves(
         axis.set_xlabel(xlabel)
         axis.set_ylabel(metric)
         axis.grid(alpha=0.3)
-    if metric.endswith("loss"):
-        low, high = by_time.get_ylim()
-        by_time.set_ylim(low, min(high, target + 4 * abs(target - low) + 1e-9))
-        by_step.set_ylim(by_time.get_ylim())
+    if metric.endswith("loss") and target > 0:
+        for axis in (by_time, by_step):  # losses span decades: a log axis keeps slow and fast entrants visible
+            axis.set_yscale("log")
     by_step.legend(fontsize=7, loc="best")
     figure.suptitle(f"{workload}: best trial per study")
     return _svg(figure)

@@ -20,6 +20,10 @@ from optarena.workloads.transformer import (
     random_windows,
 )
 
+# Both LM workloads train the same two model sizes, so their results differ only by corpus.
+QUICK_MODEL = {"width": 64, "depth": 2, "heads": 4, "context": 32, "val_windows": 256}
+FULL_MODEL = {"width": 128, "depth": 4, "heads": 4, "context": 128, "val_windows": 512}
+
 
 class LanguageModelWorkload(Workload):
     """Next-token prediction with :class:`TransformerLM`; `config.model` holds width, depth, heads, context and

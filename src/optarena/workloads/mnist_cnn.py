@@ -33,7 +33,7 @@ class MnistCNN(ClassificationWorkload):
                 (
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
                     "best was adam; median of its best val_accuracy over 3 reseeded reruns (0.9694, 0.9723, "
-                    "0.9756) = 0.9722. Reproduce: optarena calibrate mnist_cnn --size quick --trials 5 --seeds 3 "
+                    "0.9756) = 0.9722. Reproduce: optarena calibrate mnist_cnn --size quick --trials 5 --seeds 3. "
                     "Time budget: 5x the reruns' median submission time (3.2 s), at least 5 s."
                 ),
             ),

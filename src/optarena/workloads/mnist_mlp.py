@@ -46,7 +46,7 @@ class MnistMLP(ClassificationWorkload):
                 (
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
                     "best was nesterov; median of its best val_accuracy over 3 reseeded reruns (0.965, 0.9636, "
-                    "0.9615) = 0.9635. Reproduce: optarena calibrate mnist_mlp --size quick --trials 5 --seeds 3 "
+                    "0.9615) = 0.9635. Reproduce: optarena calibrate mnist_mlp --size quick --trials 5 --seeds 3. "
                     "Time budget: 5x the reruns' median submission time (0.6 s), at least 5 s."
                 ),
             ),

@@ -11,7 +11,7 @@ import torch
 
 from optarena.data import CharVocab, load_tiny_shakespeare
 from optarena.workloads.base import Target, WorkloadConfig
-from optarena.workloads.language_model import LanguageModelWorkload
+from optarena.workloads.language_model import FULL_MODEL, QUICK_MODEL, LanguageModelWorkload
 from optarena.workloads.registry import register
 
 
@@ -36,7 +36,7 @@ class ShakespeareChar(LanguageModelWorkload):
                     "budget: 5x the reruns' median submission time (3.9 s), at least 5 s."
                 ),
             ),
-            model={"width": 64, "depth": 2, "heads": 4, "context": 32, "val_windows": 256},
+            model=QUICK_MODEL,
         ),
         "full": WorkloadConfig(
             batch_size=32,
@@ -44,7 +44,7 @@ class ShakespeareChar(LanguageModelWorkload):
             time_budget_s=900.0,
             eval_every_steps=100,
             target=Target("val_loss", 1.66, False, "TBD"),
-            model={"width": 128, "depth": 4, "heads": 4, "context": 128, "val_windows": 512},
+            model=FULL_MODEL,
         ),
     }
 

@@ -11,7 +11,7 @@ import torch
 
 from optarena.data import load_stdlib_corpus
 from optarena.workloads.base import Target, WorkloadConfig
-from optarena.workloads.language_model import LanguageModelWorkload
+from optarena.workloads.language_model import FULL_MODEL, QUICK_MODEL, LanguageModelWorkload
 from optarena.workloads.registry import register
 
 
@@ -32,18 +32,11 @@ class StdlibBytes(LanguageModelWorkload):
                 (
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was adamw; median of its best val_loss over 3 reseeded reruns (2.463, 2.438, 2.449) = 2.45. "
-                    "Reproduce: optarena calibrate stdlib_bytes --size quick --trials 5 --seeds 3 Time budget: 5x "
+                    "Reproduce: optarena calibrate stdlib_bytes --size quick --trials 5 --seeds 3. Time budget: 5x "
                     "the reruns' median submission time (3.7 s), at least 5 s."
                 ),
             ),
-            model={
-                "width": 64,
-                "depth": 2,
-                "heads": 4,
-                "context": 32,
-                "val_windows": 256,
-                "max_bytes": 2_000_000,
-            },
+            model={**QUICK_MODEL, "max_bytes": 2_000_000},
         ),
         "full": WorkloadConfig(
             batch_size=32,
@@ -51,14 +44,7 @@ class StdlibBytes(LanguageModelWorkload):
             time_budget_s=900.0,
             eval_every_steps=100,
             target=Target("val_loss", 1.5, False, "TBD"),
-            model={
-                "width": 128,
-                "depth": 4,
-                "heads": 4,
-                "context": 128,
-                "val_windows": 512,
-                "max_bytes": 20_000_000,
-            },
+            model={**FULL_MODEL, "max_bytes": 20_000_000},
         ),
     }
 

@@ -55,6 +55,12 @@ def fake_trial_factory(block_on: int | None):
     return fake_trial
 
 
+def slow_fake_trial(workload, entrant, hparams, seed, budget_scale=1.0, on_eval=None):
+    """A picklable fake trial that takes a second (for the parallel-workers test)."""
+    time.sleep(1.0)
+    return fake_trial_factory(None)(workload, entrant, hparams, seed, budget_scale, on_eval)
+
+
 if __name__ == "__main__":
     block = int(sys.argv[3]) if len(sys.argv) > 3 else None
     run_suite(SUITE, Store(sys.argv[1]), sys.argv[2], trial_fn=fake_trial_factory(block))

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from arena_worker import SUITE, fake_trial_factory
-from optarena.arena.runner import run_suite
+from arena_worker import SUITE, fake_trial_factory, slow_fake_trial
+from optarena.arena.entrants import resolve
+from optarena.arena.runner import run_parallel, run_suite
 from optarena.arena.storage import EvalPointRow, RunConfigMismatch, Store, TrialRow
+from optarena.arena.suite import Suite
 from optarena.arena.trial import TrialResult
 
 WORKER = str(Path(__file__).with_name("arena_worker.py"))
@@ -197,3 +199,17 @@ def test_two_processes_share_one_database(db_url: str, tmp_path: Path) -> None:
     assert len(owners) == 2, f"both processes should have run trials, got {owners}"
     points = store.eval_points(t.id for t in trials)
     assert all(len(p) == 3 for p in points.values())
+
+
+def test_parallel_workers_share_the_trials(tmp_path: Path) -> None:
+    suite = Suite(
+        name="par", workloads=["quadratic_deep"], entrants=[resolve("nesterov"), resolve("adamw")], studies=2, trials=4
+    )
+    store = Store(tmp_path / "par.db")
+    summary = run_parallel(suite, store, workers=2, trial_fn=slow_fake_trial)  # 16 one-second trials
+    trials = store.trials(summary.run_id)
+    assert summary.ran == summary.total == len(trials) == 16
+    assert all(t.status == "finished" and t.attempts == 1 for t in trials)
+    assert len({t.owner.split(":")[1] for t in trials}) == 2, "both processes should have run trials"
+    with pytest.raises(ValueError, match="workers"):
+        run_parallel(suite, store, workers=0)

@@ -1,5 +1,6 @@
 """The trial loop: target, budgets, divergence, errors, and what the clock counts."""
 
+import dataclasses
 import math
 
 import pytest
@@ -107,6 +108,15 @@ def test_time_budget_and_budget_scale() -> None:
         budget_scale=2.0,
     )
     assert result.steps == 24
+
+
+def test_evaluation_on_a_submission_time_period() -> None:
+    timer = FakeTimer()
+    workload = ToyRegression(timer, target=-1.0)
+    workload.config = dataclasses.replace(workload.config, eval_every_steps=1000, eval_every_seconds=7.0)
+    result = run_trial(workload, SGD, {"lr": 0.1, "momentum": 0.0}, seed=0, timer=timer)
+    # one fake second per step: every 7 steps on the clock, evaluation time (10 s each) not counted, and the last
+    assert [p.step for p in result.eval_points] == [*range(7, 100, 7), 100]
 
 
 def test_divergence_is_an_outcome() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -62,6 +63,22 @@ def test_every_calibrated_target_is_documented() -> None:
         for size, config in workload_class(name).configs.items():
             if "optarena calibrate" in config.target.how_set:
                 assert config.target.how_set in doc, f"{name} ({size}): target record missing from docs/targets.md"
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("batch_size", 0),
+        ("step_hint", 0),
+        ("eval_every_steps", 0),
+        ("time_budget_s", 0.0),
+        ("eval_every_seconds", -1.0),
+    ],
+)
+def test_invalid_workload_config_names_the_field(field: str, value: float) -> None:
+    config = workload_class("quadratic_deep").configs["quick"]
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(config, **{field: value})
 
 
 def test_unknown_names_and_sizes() -> None:

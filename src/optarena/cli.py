@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +17,16 @@ from rich.table import Table
 
 from optarena import optim
 from optarena.arena import suite as suite_lib
-from optarena.arena.runner import run_suite
+from optarena.arena.runner import run_parallel, run_suite
 from optarena.arena.storage import Store, TrialRow
 from optarena.arena.trial import TrialResult
 from optarena.workloads import registry as workload_registry
 
-app = typer.Typer(help="optarena: training algorithms and an AlgoPerf-style arena.", no_args_is_help=True)
+app = typer.Typer(
+    help="optarena: training algorithms and an AlgoPerf-style arena.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console()
 DEFAULT_DB = os.environ.get("OPTARENA_DB", "optarena-results/optarena.db")
 DbOption = Annotated[str, typer.Option("--db", help="SQLite file path or SQLAlchemy URL (env OPTARENA_DB).")]
@@ -47,8 +53,18 @@ class RichProgress:
     def trial_step(self, step: int) -> None:
         self.bars.update(self.trial_task, completed=step)
 
-    def trial_finished(self, trial: TrialRow, result: TrialResult) -> None:
-        self.bars.advance(self.total_task)
+    def trial_finished(self, trial: TrialRow, result: TrialResult, finished: int) -> None:
+        self.bars.update(self.total_task, completed=finished)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Bad input (an unknown suite, a changed run, a missing dataset) ends with one clear line and exit code 2."""
+    try:
+        yield
+    except (ValueError, LookupError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def _format_time(seconds: float) -> str:
@@ -143,23 +159,27 @@ def run(
     studies: Annotated[int | None, typer.Option(help="Override the suite's number of studies S.")] = None,
     trials: Annotated[int | None, typer.Option(help="Override the suite's trials per study T.")] = None,
     size: Annotated[str | None, typer.Option(help="Override the workload size: quick or full.")] = None,
-    report: Annotated[bool, typer.Option(help="Write the HTML report when the run is complete.")] = True,
+    report: Annotated[bool, typer.Option(help="Write the HTML report at the end.")] = True,
     out: Annotated[Path | None, typer.Option(help="Report path (default: next to the database).")] = None,
+    workers: Annotated[
+        int, typer.Option(help="Processes claiming trials in parallel (each gets its share of CPU threads).")
+    ] = 1,
 ) -> None:
     """Run (or resume) a suite, then print the leaderboard and write the HTML report."""
-    spec = suite_lib.load(suite)
-    overrides = {k: v for k, v in {"studies": studies, "trials": trials, "size": size}.items() if v is not None}
-    if overrides:
-        spec = dataclasses.replace(spec, **overrides)
+    with user_errors():
+        spec = suite_lib.load(suite)
+        overrides = {k: v for k, v in {"studies": studies, "trials": trials, "size": size}.items() if v is not None}
+        _run(dataclasses.replace(spec, **overrides), db, name, report, out, workers)
+
+
+def _run(spec: suite_lib.Suite, db: str, name: str | None, report: bool, out: Path | None, workers: int) -> None:
     store = Store(db)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as bars:
-        summary = run_suite(spec, store, name, RichProgress(bars))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bars:
+        if workers > 1:
+            summary = run_parallel(spec, store, name, workers, RichProgress(bars))
+        else:
+            summary = run_suite(spec, store, name, RichProgress(bars))
     console.print(f"ran {summary.ran} trial(s) of {summary.total} in run {summary.run_name!r} ({store.url})")
     print_leaderboard(store, summary.run_name)
     if report:
@@ -172,13 +192,15 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="Report path.")] = None,
 ) -> None:
     """Run the demo suite (no download needed, a few minutes on a laptop CPU)."""
-    run("demo", db=db, name=None, studies=None, trials=None, size=None, report=True, out=out)
+    with user_errors():
+        _run(suite_lib.load("demo"), db, None, True, out, workers=1)
 
 
 @app.command()
 def results(db: DbOption = DEFAULT_DB, run_name: RunOption = None) -> None:
     """Show a run's leaderboard."""
-    print_leaderboard(Store(db), run_name)
+    with user_errors():
+        print_leaderboard(Store(db), run_name)
 
 
 @app.command("report")
@@ -188,7 +210,8 @@ def report_command(
     out: Annotated[Path | None, typer.Option(help="Report path.")] = None,
 ) -> None:
     """Write the self-contained HTML report of a run."""
-    console.print(f"report: {_write_report(Store(db), run_name, out)}")
+    with user_errors():
+        console.print(f"report: {_write_report(Store(db), run_name, out)}")
 
 
 @app.command()
@@ -227,7 +250,8 @@ def calibrate(
         best = f"{result.best_metric:.4g}" if result.best_metric is not None else "-"
         console.print(f"  {name}: {result.outcome}, best {best}, {result.submission_time:.1f}s")
 
-    record = run_calibration(workload, size, trials=trials, seeds=seeds, on_trial=on_trial)
+    with user_errors():
+        record = run_calibration(workload, size, trials=trials, seeds=seeds, on_trial=on_trial)
     console.print(record.markdown())
     if append_to is not None:
         with append_to.open("a") as handle:

@@ -7,6 +7,7 @@ is rerun from scratch.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import platform
 import time
@@ -30,14 +31,14 @@ class Progress(Protocol):
     def start(self, total: int, done: int) -> None: ...
     def trial_started(self, trial: TrialRow, max_steps: int) -> None: ...
     def trial_step(self, step: int) -> None: ...
-    def trial_finished(self, trial: TrialRow, result: TrialResult) -> None: ...
+    def trial_finished(self, trial: TrialRow, result: TrialResult, finished: int) -> None: ...
 
 
 class _Silent:
     def start(self, total: int, done: int) -> None: ...
     def trial_started(self, trial: TrialRow, max_steps: int) -> None: ...
     def trial_step(self, step: int) -> None: ...
-    def trial_finished(self, trial: TrialRow, result: TrialResult) -> None: ...
+    def trial_finished(self, trial: TrialRow, result: TrialResult, finished: int) -> None: ...
 
 
 def environment() -> dict[str, Any]:
@@ -98,6 +99,47 @@ def run_suite(
         workload.prepare()  # data loading happens before the trial's clock exists
         result = trial_fn(workload, entrant, trial.hparams, trial.seed, budget_scale=scale, on_eval=on_eval)
         store.finish(trial.id, owner, result)
-        progress.trial_finished(trial, result)
+        progress.trial_finished(trial, result, store.count(run_id, "finished"))
         ran += 1
     return RunSummary(run_id, run_name, ran, len(all_trials))
+
+
+def _worker(suite: Suite, url: str, run_name: str, threads: int, trial_fn: Callable[..., TrialResult]) -> None:
+    torch.set_num_threads(threads)
+    run_suite(suite, Store(url), run_name, trial_fn=trial_fn)
+
+
+def run_parallel(
+    suite: Suite,
+    store: Store,
+    run_name: str | None = None,
+    workers: int = 2,
+    progress: Progress | None = None,
+    trial_fn: Callable[..., TrialResult] = run_trial,
+) -> RunSummary:
+    """Run a suite with `workers` processes on this machine, each claiming trials from the same store and using
+    cpu_count // workers threads, so that parallel trials do not compete for the same cores. The same store URL
+    given to `optarena run` on other machines (PostgreSQL) scales out further in the same way."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    run_name = run_name or suite.name
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    run_id = store.open_run(run_name, suite.to_config(), environment())
+    store.add_planned(run_id, suite.plan())
+    finished_before = store.count(run_id, "finished")
+    context = multiprocessing.get_context("spawn")
+    helpers = [
+        context.Process(target=_worker, args=(suite, store.url, run_name, threads, trial_fn), daemon=True)
+        for _ in range(workers - 1)
+    ]
+    for helper in helpers:
+        helper.start()
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        summary = run_suite(suite, store, run_name, progress, trial_fn=trial_fn)
+    finally:
+        torch.set_num_threads(previous_threads)
+        for helper in helpers:
+            helper.join()
+    return RunSummary(run_id, run_name, store.count(run_id, "finished") - finished_before, summary.total)

@@ -33,6 +33,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -305,6 +306,13 @@ class Store:
             if status is not None:
                 query = query.where(TrialRow.status == status)
             return list(s.scalars(query.order_by(TrialRow.id)))
+
+    def count(self, run_id: int, status: str) -> int:
+        """How many trials of the run have this status."""
+        with self.session() as s:
+            return s.scalar(
+                select(func.count()).select_from(TrialRow).where(TrialRow.run_id == run_id, TrialRow.status == status)
+            )
 
     def eval_points(self, trial_ids: Iterable[int]) -> dict[int, list[EvalPointRow]]:
         ids = list(trial_ids)

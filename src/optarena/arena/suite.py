@@ -14,12 +14,12 @@ A suite is read from a YAML or TOML file (or a built-in one by name, from `optar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import tomllib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 from optarena.arena import entrants as entrant_lib
@@ -54,7 +54,6 @@ class Suite:
     seed: int = 0
     self_tuning_budget_scale: float = 3.0
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:

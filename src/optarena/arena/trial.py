@@ -72,7 +72,7 @@ def run_trial(
         model = workload.init_model(seed).to(workload.device)
         optimizer, scheduler = entrant.build(model.parameters(), hparams, config.step_hint)
         batches = workload.train_batches(seed)
-        loss_sum, loss_count = 0.0, 0
+        loss_sum, loss_count, last_eval_time = 0.0, 0, 0.0
         while result.steps < max_steps and clock.elapsed < time_budget:
             with clock.running():
                 model.train()
@@ -88,8 +88,12 @@ def run_trial(
                 break
             loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
             last_step = result.steps >= max_steps or clock.elapsed >= time_budget
-            if result.steps % config.eval_every_steps and not last_step:
+            time_due = config.eval_every_seconds is not None and (
+                clock.elapsed - last_eval_time >= config.eval_every_seconds
+            )
+            if result.steps % config.eval_every_steps and not last_step and not time_due:
                 continue
+            last_eval_time = clock.elapsed
             model.eval()
             with torch.no_grad():
                 metrics = workload.evaluate(model)

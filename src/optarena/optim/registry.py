@@ -7,7 +7,7 @@ arena configs, the CLI and search spaces speak one vocabulary.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,9 +25,6 @@ class OptimizerInfo:
     reference: str
     defaults: Mapping[str, Any]
     search_space: SearchSpace
-    requires_closure: bool = False
-    notes: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, OptimizerInfo] = {}

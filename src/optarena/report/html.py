@@ -12,7 +12,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from optarena.arena.storage import Store, TrialRow
 from optarena.report import plots
-from optarena.report.results import eval_curves, load_results
+from optarena.report.results import load_results
 
 
 def _best_per_study(trials: list[TrialRow], higher_is_better: bool) -> list[TrialRow]:
@@ -52,7 +52,7 @@ def render_report(store: Store, run_name: str | None = None) -> str:
         for entrant in entrants:
             mine = [t for t in finished if t.workload == workload and t.entrant == entrant]
             best = _best_per_study(mine, target.higher_is_better)
-            points = eval_curves(store, best)
+            points = store.eval_points(t.id for t in best)
             curves[entrant] = [points[t.id] for t in best]
         sections.append(
             {

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from optarena.arena.scoring import Leaderboard, TrialOutcome, leaderboard
-from optarena.arena.storage import EvalPointRow, RunRow, Store, TrialRow
+from optarena.arena.storage import RunRow, Store, TrialRow
 
 
 @dataclass
@@ -51,7 +51,3 @@ def load_results(store: Store, run_name: str | None = None) -> RunResults:
         if outcomes:
             boards[ruleset] = leaderboard(outcomes)
     return RunResults(run, trials, boards, Counter(t.outcome or t.status for t in trials))
-
-
-def eval_curves(store: Store, trials: list[TrialRow]) -> dict[int, list[EvalPointRow]]:
-    return store.eval_points(t.id for t in trials)

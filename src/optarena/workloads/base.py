@@ -34,7 +34,11 @@ class Target:
 
 @dataclass(frozen=True)
 class WorkloadConfig:
-    """Size-dependent settings of a workload: batch size, step hint, budgets, evaluation period, model knobs."""
+    """Size-dependent settings of a workload: batch size, step hint, budgets, evaluation period, model knobs.
+
+    Evaluation happens every `eval_every_steps` steps, and also whenever `eval_every_seconds` of submission-clock
+    time have passed since the last evaluation (AlgoPerf evaluates on a time period), whichever comes first.
+    """
 
     batch_size: int
     step_hint: int
@@ -43,6 +47,16 @@ class WorkloadConfig:
     target: Target
     model: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     max_steps: int | None = None
+    eval_every_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "step_hint", "eval_every_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.time_budget_s <= 0:
+            raise ValueError(f"time_budget_s must be > 0, got {self.time_budget_s}")
+        if self.eval_every_seconds is not None and self.eval_every_seconds <= 0:
+            raise ValueError(f"eval_every_seconds must be > 0 or None, got {self.eval_every_seconds}")
 
     @property
     def step_budget(self) -> int:

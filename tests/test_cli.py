@@ -1,0 +1,43 @@
+"""The command line, in-process: listings, and bad input that ends in one clear line and exit code 2."""
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from optarena.cli import app
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    """The command's output with line wrapping undone."""
+    return " ".join(result.stdout.split())
+
+
+def test_list_shows_optimizers_workloads_and_suites() -> None:
+    result = runner.invoke(app, ["list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for name in ("nadamw", "quadratic_deep", "stdlib_bytes", "demo", "baselines-full"):
+        assert name in result.stdout
+
+
+def test_list_rejects_an_unknown_kind() -> None:
+    result = runner.invoke(app, ["list", "gizmos"])
+    assert result.exit_code == 2
+
+
+def test_unknown_suite_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "no-such-suite", "--db", str(tmp_path / "x.db")])
+    assert result.exit_code == 2
+    assert "error:" in said(result) and "built-in suite" in said(result)
+
+
+def test_missing_run_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["results", "--db", str(tmp_path / "x.db"), "--run", "nope"])
+    assert result.exit_code == 2 and "no run 'nope'" in said(result)
+
+
+def test_bad_suite_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\nstudies: 0\n")
+    result = runner.invoke(app, ["run", str(tmp_path / "bad.yaml"), "--db", str(tmp_path / "x.db")])
+    assert result.exit_code == 2 and "studies and trials" in said(result)

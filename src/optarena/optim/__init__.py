@@ -1,6 +1,7 @@
 """Optimizers: torch.optim-compatible implementations and the registry that names them."""
 
-from optarena.optim import torch_baselines  # noqa: F401  (importing registers the torch baselines)
+from optarena.optim import lion, torch_baselines  # noqa: F401  (importing registers each optimizer)
+from optarena.optim.lion import Lion
 from optarena.optim.registry import OptimizerInfo, create, info, names, register
 
-__all__ = ["OptimizerInfo", "create", "info", "names", "register"]
+__all__ = ["Lion", "OptimizerInfo", "create", "info", "names", "register"]

@@ -50,9 +50,10 @@ def info(name: str) -> OptimizerInfo:
 
 
 def create(name: str, params: Iterable[Any], **hparams: Any) -> torch.optim.Optimizer:
-    """Build the named optimizer; hyperparameters not given take the registry's defaults."""
+    """Build the named optimizer; hyperparameters not given take the registry's defaults. Every optimizer also
+    takes `foreach` (None: its default path; False: the single-tensor loop; True: the multi-tensor path)."""
     entry = info(name)
-    unknown = set(hparams) - set(entry.defaults)
+    unknown = set(hparams) - set(entry.defaults) - {"foreach"}
     if unknown:
         raise ValueError(f"unknown hyperparameters for {name!r}: {sorted(unknown)}; allowed: {sorted(entry.defaults)}")
     return entry.factory(params, **{**entry.defaults, **hparams})

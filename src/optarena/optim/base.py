@@ -1,0 +1,77 @@
+"""The shared skeleton of optarena's elementwise optimizers, in the manner of torch.optim.Adam.
+
+`step()` is written once here: it runs the closure, collects the parameters that have gradients, rejects sparse
+gradients with a clear error, initialises state lazily, and dispatches each param group either to the readable
+single-tensor loop (the ground truth) or to the multi-tensor `torch._foreach_*` path, grouped by device and dtype.
+A subclass provides `_init_state`, `_single_tensor_step` and, optionally, `_foreach_step`; the test matrix checks
+that both paths agree on parameters and state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
+
+Tensors = list[torch.Tensor]
+
+
+class ElementwiseOptimizer(torch.optim.Optimizer):
+    """Base class; subclasses set `state_keys` (the per-parameter state tensors, in order)."""
+
+    state_keys: tuple[str, ...] = ()
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        defaults.setdefault("foreach", None)
+        super().__init__(params, defaults)
+
+    def _init_state(self, param: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        """Fill a parameter's empty state on its first step (default: zeroed `state_keys` and step 0)."""
+        state["step"] = torch.tensor(0.0)
+        for key in self.state_keys:
+            state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _single_tensor_step(
+        self, group: dict[str, Any], params: Tensors, grads: Tensors, states: list[dict[str, Any]]
+    ) -> None:
+        raise NotImplementedError
+
+    def _foreach_step(
+        self, group: dict[str, Any], params: Tensors, grads: Tensors, states: list[dict[str, Any]]
+    ) -> None:
+        """Multi-tensor path; all tensors share one device and dtype. Default: the single-tensor loop."""
+        self._single_tensor_step(group, params, grads, states)
+
+    def _use_foreach(self, group: dict[str, Any]) -> bool:
+        return group["foreach"] is not False and type(self)._foreach_step is not ElementwiseOptimizer._foreach_step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, states = [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                state = self.state[p]
+                if not state:
+                    self._init_state(p, state, group)
+                params.append(p)
+                grads.append(p.grad)
+                states.append(state)
+            if not params:
+                continue
+            if not self._use_foreach(group):
+                self._single_tensor_step(group, params, grads, states)
+                continue
+            grouped = _group_tensors_by_device_and_dtype([params, grads], with_indices=True)
+            for (device_params, device_grads), indices in grouped.values():
+                self._foreach_step(group, device_params, device_grads, [states[i] for i in indices])
+        return loss

@@ -1,0 +1,36 @@
+"""Hyperparameter checks shared by every optimizer: a bad value raises ValueError naming it and its allowed range."""
+
+from __future__ import annotations
+
+import math
+
+
+def check_range(
+    name: str, value: float, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = True
+) -> None:
+    """Raise ValueError unless `value` lies in the interval (brackets set by `low_open` / `high_open`)."""
+    inside = (
+        isinstance(value, (int, float))
+        and not math.isnan(value)
+        and (value > low if low_open else value >= low)
+        and (value < high if high_open else value <= high)
+    )
+    if not inside:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+
+
+def check_lr(lr: float) -> None:
+    check_range("lr", lr, 0.0)
+
+
+def check_beta(name: str, value: float) -> None:
+    check_range(name, value, 0.0, 1.0)
+
+
+def check_weight_decay(weight_decay: float) -> None:
+    check_range("weight_decay", weight_decay, 0.0)
+
+
+def check_eps(eps: float) -> None:
+    check_range("eps", eps, 0.0)

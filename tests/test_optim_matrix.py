@@ -1,0 +1,241 @@
+"""One test matrix over every registered optimizer, in the manner of torch's OptimizerInfo.
+
+Each optimizer gets the same checks: the multi-tensor path equals the single-tensor loop on parameters and state;
+a state_dict round trip resumes identically; param groups with different hyperparameters behave as separate
+optimizers; parameters without gradients and zero-size parameters are handled; float64, float32 and bfloat16 run;
+every invalid hyperparameter raises ValueError naming it; sparse gradients are either supported or rejected with a
+clear error; and it converges on Rosenbrock and an ill-conditioned quadratic within a stated tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from optarena import optim
+
+TORCH_BASELINES = {"sgd", "nesterov", "adam", "adamw", "nadamw"}
+# Hyperparameters that make the matrix's steps exercise every term (weight decay on where there is one).
+MATRIX_HPARAMS = {"lr": 1e-2, "weight_decay": 0.1}
+# Converges from Rosenbrock's (-1.5, 2) in 3000 steps and from ones on a 10-d quadratic with condition number
+# 1000 in 1000 steps, to a loss below CONVERGENCE_TOL, with a cosine-decayed learning rate (so sign-based
+# methods settle too). A newly registered optimizer must add its entry here.
+CONVERGENCE_HPARAMS = {
+    "sgd": {"lr": 1e-3, "momentum": 0.9},
+    "nesterov": {"lr": 1e-3, "momentum": 0.9},
+    "adam": {"lr": 3e-2},
+    "adamw": {"lr": 3e-2, "weight_decay": 0.0},
+    "nadamw": {"lr": 3e-2, "weight_decay": 0.0},
+    "lion": {"lr": 5e-3},
+}
+CONVERGENCE_TOL = 1e-3
+SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]
+
+names = pytest.mark.parametrize("name", optim.names())
+
+
+def hparams_for(name: str, **overrides) -> dict:
+    defaults = optim.info(name).defaults
+    return {k: v for k, v in {**MATRIX_HPARAMS, **overrides}.items() if k in defaults}
+
+
+def make_params(dtype=torch.float32, seed: int = 0, shapes=SHAPES) -> list[torch.nn.Parameter]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.nn.Parameter(torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)) for shape in shapes
+    ]
+
+
+def fake_grads(params, step: int, seed: int = 1) -> None:
+    generator = torch.Generator().manual_seed(seed * 10_000 + step)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.dtype)
+
+
+def train(optimizer, params, steps: int, start: int = 0) -> None:
+    for step in range(start, start + steps):
+        fake_grads(params, step)
+        optimizer.step()
+
+
+def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
+    return [
+        (key, value)
+        for state in optimizer.state.values()
+        for key, value in sorted(state.items())
+        if torch.is_tensor(value)
+    ]
+
+
+def assert_same(a, b, exact: bool) -> None:
+    if exact:
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    else:
+        torch.testing.assert_close(a, b)
+
+
+@names
+def test_registry_metadata(name: str) -> None:
+    entry = optim.info(name)
+    assert entry.paper and entry.reference and entry.defaults and len(entry.search_space)
+    assert name in CONVERGENCE_HPARAMS, f"add {name!r} to CONVERGENCE_HPARAMS"
+
+
+@names
+def test_foreach_matches_single_tensor_on_params_and_state(name: str) -> None:
+    runs = {}
+    for foreach in (False, True):
+        params = make_params()
+        optimizer = optim.create(name, params, foreach=foreach, **hparams_for(name))
+        train(optimizer, params, 12)
+        runs[foreach] = (params, optimizer)
+    exact = name not in TORCH_BASELINES  # torch's own foreach kernels may round differently
+    for a, b in zip(runs[False][0], runs[True][0], strict=True):
+        assert_same(a, b, exact)
+    single, multi = state_tensors(runs[False][1]), state_tensors(runs[True][1])
+    assert [k for k, _ in single] == [k for k, _ in multi]
+    for (_, a), (_, b) in zip(single, multi, strict=True):
+        assert_same(a, b, exact)
+
+
+@names
+def test_state_dict_round_trip_resumes_identically(name: str) -> None:
+    params = make_params()
+    optimizer = optim.create(name, params, **hparams_for(name))
+    train(optimizer, params, 7)
+    saved_state = copy.deepcopy(optimizer.state_dict())
+    resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    train(optimizer, params, 8, start=7)
+
+    resumed = optim.create(name, resumed_params, **hparams_for(name))
+    resumed.load_state_dict(saved_state)
+    train(resumed, resumed_params, 8, start=7)
+    for a, b in zip(params, resumed_params, strict=True):
+        assert_same(a, b, exact=True)
+
+
+@names
+def test_param_groups_with_different_hyperparameters(name: str) -> None:
+    first, second = make_params(seed=0), make_params(seed=1)
+    low = hparams_for(name, lr=1e-3)
+    together = optim.create(name, [{"params": first[:2]}, {"params": first[2:], **hparams_for(name, lr=3e-2)}], **low)
+    apart = [optim.create(name, second[:2], **low), optim.create(name, second[2:], **hparams_for(name, lr=3e-2))]
+    for p, q in zip(first, second, strict=True):
+        q.data.copy_(p.data)
+    for step in range(6):
+        fake_grads(first, step)
+        fake_grads(second, step)
+        together.step()
+        for optimizer in apart:
+            optimizer.step()
+    for a, b in zip(first, second, strict=True):
+        assert_same(a, b, exact=True)
+
+
+@names
+def test_parameter_without_gradient_is_untouched(name: str) -> None:
+    params = make_params()
+    frozen_before = params[1].detach().clone()
+    optimizer = optim.create(name, params, **hparams_for(name))
+    for step in range(3):
+        fake_grads(params, step)
+        params[1].grad = None
+        optimizer.step()
+    assert torch.equal(params[1].detach(), frozen_before)
+    assert not optimizer.state.get(params[1])
+    assert not torch.equal(params[0].detach(), make_params()[0].detach())
+
+
+@names
+def test_zero_size_parameters(name: str) -> None:
+    params = make_params(shapes=[(0,), (0, 3), (2, 2)])
+    optimizer = optim.create(name, params, **hparams_for(name))
+    train(optimizer, params, 3)
+    assert [tuple(p.shape) for p in params] == [(0,), (0, 3), (2, 2)]
+    assert torch.isfinite(params[2]).all()
+
+
+@names
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_dtypes(name: str, dtype: torch.dtype) -> None:
+    params = make_params(dtype)
+    before = [p.detach().clone() for p in params]
+    optimizer = optim.create(name, params, **hparams_for(name))
+    train(optimizer, params, 4)
+    for p, b in zip(params, before, strict=True):
+        assert p.dtype == dtype and torch.isfinite(p).all() and not torch.equal(p.detach(), b)
+    for key, value in state_tensors(optimizer):
+        if key != "step" and value.numel() > 1:
+            assert value.dtype == dtype, f"state {key!r} should follow the parameter dtype"
+
+
+@names
+@pytest.mark.parametrize("bad", [-1.0, math.nan])
+def test_invalid_hyperparameters_name_themselves(name: str, bad: float) -> None:
+    for hparam, default in optim.info(name).defaults.items():
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        with pytest.raises(ValueError, match=hparam):
+            optim.create(name, make_params(), **{hparam: bad})
+
+
+@names
+def test_unknown_hyperparameter_is_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        optim.create(name, make_params(), learning_rate=0.1)
+
+
+@names
+def test_sparse_gradients_are_supported_or_clearly_rejected(name: str) -> None:
+    embedding = torch.nn.Embedding(6, 3, sparse=True)
+    dense = torch.nn.Embedding(6, 3)
+    dense.weight.data.copy_(embedding.weight.data)
+    ids = torch.tensor([0, 2, 2, 5])
+    embedding(ids).sum().backward()
+    dense(ids).sum().backward()
+    optimizer = optim.create(name, embedding.parameters(), **hparams_for(name, weight_decay=0.0))
+    try:
+        optimizer.step()
+    except (RuntimeError, ValueError) as error:
+        assert "sparse" in str(error).lower()
+        return
+    reference = optim.create(name, dense.parameters(), **hparams_for(name, weight_decay=0.0))
+    reference.step()
+    torch.testing.assert_close(embedding.weight, dense.weight)
+
+
+def _rosenbrock(p: torch.Tensor) -> torch.Tensor:
+    return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+
+
+_DIAGONAL = torch.logspace(0, 3, 10, dtype=torch.float64)
+
+
+def _ill_conditioned_quadratic(p: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (_DIAGONAL * p * p).sum()
+
+
+@names
+@pytest.mark.parametrize(
+    "problem, start, steps",
+    [
+        (_rosenbrock, [-1.5, 2.0], 3000),
+        (_ill_conditioned_quadratic, [1.0] * 10, 1000),
+    ],
+    ids=["rosenbrock", "quadratic"],
+)
+def test_convergence(name: str, problem, start, steps: int) -> None:
+    param = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
+    optimizer = optim.create(name, [param], **CONVERGENCE_HPARAMS[name])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
+    )
+    for _ in range(steps):
+        optimizer.zero_grad()
+        problem(param).backward()
+        optimizer.step()
+        schedule.step()
+    assert problem(param).item() < CONVERGENCE_TOL

@@ -55,9 +55,19 @@ class MnistMLP(ClassificationWorkload):
         "full": WorkloadConfig(
             batch_size=128,
             step_hint=2000,
-            time_budget_s=120.0,
+            time_budget_s=140.0,
             eval_every_steps=100,
-            target=Target("val_accuracy", 0.98, True, "TBD"),
+            target=Target(
+                "val_accuracy",
+                0.9833,
+                True,
+                (
+                    "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
+                    "best was sgd; median of its best val_accuracy over 3 reseeded reruns (0.9826, 0.984, 0.9834) "
+                    "= 0.9833. Reproduce: optarena calibrate mnist_mlp --size full --trials 5 --seeds 3. Time "
+                    "budget: 5x the reruns' median submission time (27.3 s), at least 5 s."
+                ),
+            ),
             model={"hidden": (512, 256), "train_limit": None},
         ),
     }

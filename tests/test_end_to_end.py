@@ -93,6 +93,8 @@ def test_results_and_runs_commands(finished_run) -> None:
     folder, _ = finished_run
     shown = optarena("results", "--db", "results.db", cwd=folder)
     assert shown.returncode == 0 and "adamw@defaults" in shown.stdout and "nesterov" in shown.stdout
+    markdown = optarena("results", "--db", "results.db", "--markdown", cwd=folder)
+    assert "| rank | entrant | score |" in markdown.stdout and "[" in markdown.stdout.split("| 1 |")[1]
     listed = optarena("runs", "--db", "results.db", cwd=folder)
     assert f"{EXPECTED_TRIALS}/{EXPECTED_TRIALS}" in listed.stdout
 

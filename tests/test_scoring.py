@@ -3,6 +3,8 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from optarena.arena.scoring import (
     INF,
@@ -128,3 +130,24 @@ def test_missing_entrant_workload_pair_counts_as_not_reached() -> None:
 def test_empty_ratios_rejected() -> None:
     with pytest.raises(ValueError, match="entrant_ratios"):
         benchmark_score([])
+
+
+ratio = st.one_of(st.floats(min_value=1.0, max_value=10.0), st.just(INF))
+
+
+@given(st.lists(ratio, min_size=1, max_size=12))
+def test_score_is_a_fraction_and_matches_the_profile_area(rs: list[float]) -> None:
+    score = benchmark_score(rs)
+    assert 0.0 <= score <= 1.0
+    # exact area of the step function: integrate between its breakpoints
+    points = sorted({1.0, 4.0, *(r for r in rs if r <= 4.0)})
+    area = sum((b - a) * performance_profile(rs, [a])[0] for a, b in zip(points, points[1:], strict=False))
+    assert score == pytest.approx(area / 3.0)
+
+
+@given(st.lists(ratio, min_size=1, max_size=12), st.data())
+def test_reaching_the_target_faster_never_lowers_the_score(rs: list[float], data) -> None:
+    i = data.draw(st.integers(0, len(rs) - 1))
+    faster = list(rs)
+    faster[i] = 1.0 if math.isinf(rs[i]) else max(1.0, rs[i] / 2)
+    assert benchmark_score(faster) >= benchmark_score(rs)

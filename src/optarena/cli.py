@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -67,32 +67,23 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _format_time(seconds: float) -> str:
-    return f"{seconds:.2f}s" if math.isfinite(seconds) else "inf"
-
-
-def print_leaderboard(store: Store, run_name: str | None) -> None:
-    from optarena.report.results import load_results
+def print_leaderboard(store: Store, run_name: str | None, markdown: bool = False) -> None:
+    from optarena.report.results import leaderboard_rows, load_results
 
     results = load_results(store, run_name)
-    targets = results.workload_targets()
     for ruleset, board in results.rulesets.items():
-        table = Table(
-            title=f"run {results.run.name!r}: {ruleset} tuning — median time-to-target (steps) [min..max over studies]"
-        )
-        table.add_column("rank")
-        table.add_column("entrant")
-        table.add_column("score", justify="right")
-        for w in board.workloads:
-            table.add_column(f"{w}\n{targets.get(w, '')}", justify="right")
-        for rank, entrant in enumerate(board.ranked(), 1):
-            row = [str(rank), entrant, f"{board.scores[entrant]:.3f}"]
-            for w in board.workloads:
-                cell = board.cells[(entrant, w)]
-                low, high = cell.time_spread
-                steps = f"{cell.steps:.0f}" if math.isfinite(cell.steps) else "-"
-                row.append(f"{_format_time(cell.time)} ({steps})\n[{_format_time(low)}..{_format_time(high)}]")
-            table.add_row(*row)
+        title = f"run {results.run.name!r}: {ruleset} tuning — median time-to-target (steps) [min..max over studies]"
+        header, rows = leaderboard_rows(results, board)
+        if markdown:
+            lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            text = "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+            console.print(text, soft_wrap=True, markup=False)
+            continue
+        table = Table(title=escape(title))
+        for i, column in enumerate(header):
+            table.add_column(escape(column.replace(" (", "\n(")), justify="right" if i >= 2 else "left")
+        for row in rows:
+            table.add_row(*(escape(cell.replace(" [", "\n[")) for cell in row))
         console.print(table)
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(results.outcomes.items()))
     console.print(f"trials: {counts}" + ("" if results.complete else "  (run incomplete: rerun to resume)"))
@@ -197,10 +188,16 @@ def demo(
 
 
 @app.command()
-def results(db: DbOption = DEFAULT_DB, run_name: RunOption = None) -> None:
+def results(
+    db: DbOption = DEFAULT_DB,
+    run_name: RunOption = None,
+    markdown: Annotated[
+        bool, typer.Option(help="Print Markdown tables (for docs) instead of a terminal table.")
+    ] = False,
+) -> None:
     """Show a run's leaderboard."""
     with user_errors():
-        print_leaderboard(Store(db), run_name)
+        print_leaderboard(Store(db), run_name, markdown)
 
 
 @app.command("report")

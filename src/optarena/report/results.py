@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -34,6 +35,27 @@ class RunResults:
             target = registry.get(name, size).target
             out[name] = f"{target.metric} {'>=' if target.higher_is_better else '<='} {target.value:g}"
         return out
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.2f}s" if math.isfinite(seconds) else "inf"
+
+
+def leaderboard_rows(results: RunResults, board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one leaderboard: rank, entrant, score, then per workload the median time-to-target,
+    steps-to-target, and the min..max over studies. Rendered by the CLI as a table or as Markdown."""
+    targets = results.workload_targets()
+    header = ["rank", "entrant", "score", *(f"{w} ({targets.get(w, '')})" for w in board.workloads)]
+    rows = []
+    for rank, entrant in enumerate(board.ranked(), 1):
+        row = [str(rank), entrant, f"{board.scores[entrant]:.3f}"]
+        for w in board.workloads:
+            cell = board.cells[(entrant, w)]
+            low, high = cell.time_spread
+            steps = f"{cell.steps:.0f} steps" if math.isfinite(cell.steps) else "-"
+            row.append(f"{format_seconds(cell.time)} ({steps}) [{format_seconds(low)}..{format_seconds(high)}]")
+        rows.append(row)
+    return header, rows
 
 
 def load_results(store: Store, run_name: str | None = None) -> RunResults:

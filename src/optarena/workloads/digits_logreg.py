@@ -27,10 +27,10 @@ class DigitsLogReg(ClassificationWorkload):
             time_budget_s=5.0,
             eval_every_steps=10,
             target=Target(
-                "val_loss",
-                0.1743,
-                False,
-                (
+                metric="val_loss",
+                value=0.1743,
+                higher_is_better=False,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was nesterov; median of its best val_loss over 3 reseeded reruns (0.1742, 0.1619, 0.1969) = "
                     "0.1743. Reproduce: optarena calibrate digits_logreg --size quick --trials 5 --seeds 3. Time "
@@ -44,10 +44,10 @@ class DigitsLogReg(ClassificationWorkload):
             time_budget_s=25.0,
             eval_every_steps=50,
             target=Target(
-                "val_loss",
-                0.1338,
-                False,
-                (
+                metric="val_loss",
+                value=0.1338,
+                higher_is_better=False,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was sgd; median of its best val_loss over 3 reseeded reruns (0.1249, 0.1337, 0.1457) = "
                     "0.1338. Reproduce: optarena calibrate digits_logreg --size full --trials 5 --seeds 3. Time "

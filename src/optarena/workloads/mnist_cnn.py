@@ -27,10 +27,10 @@ class MnistCNN(ClassificationWorkload):
             time_budget_s=20.0,
             eval_every_steps=50,
             target=Target(
-                "val_accuracy",
-                0.9722,
-                True,
-                (
+                metric="val_accuracy",
+                value=0.9722,
+                higher_is_better=True,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
                     "best was adam; median of its best val_accuracy over 3 reseeded reruns (0.9694, 0.9723, "
                     "0.9756) = 0.9722. Reproduce: optarena calibrate mnist_cnn --size quick --trials 5 --seeds 3. "
@@ -44,7 +44,7 @@ class MnistCNN(ClassificationWorkload):
             step_hint=1000,
             time_budget_s=600.0,
             eval_every_steps=200,
-            target=Target("val_accuracy", 0.99, True, "TBD"),
+            target=Target(metric="val_accuracy", value=0.99, higher_is_better=True, how_set="TBD"),
             model={"channels": (32, 64), "dense": 1024, "train_limit": None},
         ),
     }

@@ -40,10 +40,10 @@ class MnistMLP(ClassificationWorkload):
             time_budget_s=5.0,
             eval_every_steps=25,
             target=Target(
-                "val_accuracy",
-                0.9635,
-                True,
-                (
+                metric="val_accuracy",
+                value=0.9635,
+                higher_is_better=True,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
                     "best was nesterov; median of its best val_accuracy over 3 reseeded reruns (0.965, 0.9636, "
                     "0.9615) = 0.9635. Reproduce: optarena calibrate mnist_mlp --size quick --trials 5 --seeds 3. "
@@ -58,10 +58,10 @@ class MnistMLP(ClassificationWorkload):
             time_budget_s=140.0,
             eval_every_steps=100,
             target=Target(
-                "val_accuracy",
-                0.9833,
-                True,
-                (
+                metric="val_accuracy",
+                value=0.9833,
+                higher_is_better=True,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
                     "best was sgd; median of its best val_accuracy over 3 reseeded reruns (0.9826, 0.984, 0.9834) "
                     "= 0.9833. Reproduce: optarena calibrate mnist_mlp --size full --trials 5 --seeds 3. Time "

@@ -47,10 +47,10 @@ class QuadraticDeep(Workload):
             time_budget_s=5.0,
             eval_every_steps=20,
             target=Target(
-                "val_loss",
-                86.43,
-                False,
-                (
+                metric="val_loss",
+                value=86.43,
+                higher_is_better=False,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was nesterov; median of its best val_loss over 3 reseeded reruns (86.4, 86.42, 86.43) = "
                     "86.43. Reproduce: optarena calibrate quadratic_deep --size quick --trials 5 --seeds 3. Time "
@@ -64,10 +64,10 @@ class QuadraticDeep(Workload):
             time_budget_s=10.0,
             eval_every_steps=100,
             target=Target(
-                "val_loss",
-                86.42,
-                False,
-                (
+                metric="val_loss",
+                value=86.42,
+                higher_is_better=False,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was nesterov; median of its best val_loss over 3 reseeded reruns (86.42, 86.41, 86.4) = "
                     "86.42. Reproduce: optarena calibrate quadratic_deep --size full --trials 5 --seeds 3. Time "

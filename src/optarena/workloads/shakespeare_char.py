@@ -26,10 +26,10 @@ class ShakespeareChar(LanguageModelWorkload):
             time_budget_s=20.0,
             eval_every_steps=25,
             target=Target(
-                "val_loss",
-                2.473,
-                False,
-                (
+                metric="val_loss",
+                value=2.473,
+                higher_is_better=False,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was adam; median of its best val_loss over 3 reseeded reruns (2.47, 2.513, 2.473) = 2.473. "
                     "Reproduce: optarena calibrate shakespeare_char --size quick --trials 5 --seeds 3. Time "
@@ -43,7 +43,7 @@ class ShakespeareChar(LanguageModelWorkload):
             step_hint=1000,
             time_budget_s=900.0,
             eval_every_steps=100,
-            target=Target("val_loss", 1.66, False, "TBD"),
+            target=Target(metric="val_loss", value=1.66, higher_is_better=False, how_set="TBD"),
             model=FULL_MODEL,
         ),
     }

@@ -26,10 +26,10 @@ class StdlibBytes(LanguageModelWorkload):
             time_budget_s=20.0,
             eval_every_steps=25,
             target=Target(
-                "val_loss",
-                2.45,
-                False,
-                (
+                metric="val_loss",
+                value=2.45,
+                higher_is_better=False,
+                how_set=(
                     "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_loss; best "
                     "was adamw; median of its best val_loss over 3 reseeded reruns (2.463, 2.438, 2.449) = 2.45. "
                     "Reproduce: optarena calibrate stdlib_bytes --size quick --trials 5 --seeds 3. Time budget: 5x "
@@ -43,7 +43,7 @@ class StdlibBytes(LanguageModelWorkload):
             step_hint=1000,
             time_budget_s=900.0,
             eval_every_steps=100,
-            target=Target("val_loss", 1.5, False, "TBD"),
+            target=Target(metric="val_loss", value=1.5, higher_is_better=False, how_set="TBD"),
             model={**FULL_MODEL, "max_bytes": 20_000_000},
         ),
     }

@@ -30,6 +30,8 @@ CONVERGENCE_HPARAMS = {
     "adamw": {"lr": 3e-2, "weight_decay": 0.0},
     "nadamw": {"lr": 3e-2, "weight_decay": 0.0},
     "lion": {"lr": 5e-3},
+    "adabelief": {"lr": 3e-2},
+    "diffgrad": {"lr": 1e-1},  # its friction coefficient is about 1/2 near the optimum, halving the step
 }
 CONVERGENCE_TOL = 1e-3
 SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]

@@ -38,6 +38,30 @@ def _lion_reference():
     return Lion
 
 
+def _adabelief_reference():
+    from adabelief_pytorch import AdaBelief
+
+    class AdaBeliefPerGroupFlags(AdaBelief):
+        """adabelief-pytorch takes weight_decouple, rectify and degenerated_to_sgd once, in its constructor, not per
+        param group: lift them out of the translated groups (every group of a config carries the same flags)."""
+
+        def __init__(self, groups):
+            flags = [
+                {key: group.pop(key) for key in ("weight_decouple", "rectify", "degenerated_to_sgd")}
+                for group in groups
+            ]
+            assert all(f == flags[0] for f in flags)
+            super().__init__(groups, print_change_log=False, **flags[0])
+
+    return AdaBeliefPerGroupFlags
+
+
+def _diffgrad_reference():
+    from pytorch_optimizer import DiffGrad
+
+    return DiffGrad
+
+
 CASES = [
     ReferenceCase(
         name="lion",
@@ -47,6 +71,116 @@ CASES = [
             {"lr": 1e-3, "beta1": 0.9, "beta2": 0.99, "weight_decay": 0.0},
             {"lr": 3e-4, "beta1": 0.95, "beta2": 0.98, "weight_decay": 0.5},
         ],
+    ),
+    ReferenceCase(
+        name="adabelief",
+        reference=_adabelief_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+            "weight_decouple": hp["decoupled_weight_decay"],
+            "rectify": hp["rectify"],
+            "degenerated_to_sgd": hp["degenerated_to_sgd"],
+        },
+        configs=[
+            # The paper's algorithm (no rectification), decoupled and L2 weight decay, three eps settings.
+            {
+                "lr": 1e-3,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-8,
+                "weight_decay": 0.0,
+                "decoupled_weight_decay": True,
+                "rectify": False,
+                "degenerated_to_sgd": True,
+            },
+            {
+                "lr": 3e-3,
+                "beta1": 0.8,
+                "beta2": 0.99,
+                "eps": 1e-12,
+                "weight_decay": 0.1,
+                "decoupled_weight_decay": True,
+                "rectify": False,
+                "degenerated_to_sgd": True,
+            },
+            {
+                "lr": 2e-3,
+                "beta1": 0.9,
+                "beta2": 0.995,
+                "eps": 1e-16,
+                "weight_decay": 1e-2,
+                "decoupled_weight_decay": False,
+                "rectify": False,
+                "degenerated_to_sgd": True,
+            },
+            # The released code's RAdam rectification, with and without the early SGD steps.
+            {
+                "lr": 1e-3,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-16,
+                "weight_decay": 5e-2,
+                "decoupled_weight_decay": True,
+                "rectify": True,
+                "degenerated_to_sgd": True,
+            },
+            {
+                "lr": 3e-3,
+                "beta1": 0.9,
+                "beta2": 0.99,
+                "eps": 1e-8,
+                "weight_decay": 1e-2,
+                "decoupled_weight_decay": False,
+                "rectify": True,
+                "degenerated_to_sgd": False,
+            },
+        ],
+    ),
+    ReferenceCase(
+        name="diffgrad",
+        reference=_diffgrad_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+            "weight_decouple": hp["decoupled_weight_decay"],
+            # The paper's diffGrad: no RAdam rectification, AMSBound or AdaNorm (pytorch-optimizer's extras).
+            "rectify": False,
+            "ams_bound": False,
+            "fixed_decay": False,
+        },
+        configs=[
+            {
+                "lr": 1e-3,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-8,
+                "weight_decay": 0.0,
+                "decoupled_weight_decay": False,
+            },
+            {
+                "lr": 3e-3,
+                "beta1": 0.8,
+                "beta2": 0.99,
+                "eps": 1e-8,
+                "weight_decay": 1e-2,
+                "decoupled_weight_decay": False,
+            },
+            {
+                "lr": 2e-3,
+                "beta1": 0.9,
+                "beta2": 0.995,
+                "eps": 1e-6,
+                "weight_decay": 0.1,
+                "decoupled_weight_decay": True,
+            },
+        ],
+        # the reference adds eps before bias correction and 1e-15 under the root: see DiffGrad's docstring
+        our_options={"reference_compat": True},
     ),
 ]
 

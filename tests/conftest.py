@@ -7,11 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not os.environ.get("OPTARENA_DATA_DIR") and (SHARED_DATA / "README.md").exists():
     os.environ["OPTARENA_DATA_DIR"] = str(SHARED_DATA)
 os.environ["OPTARENA_NO_DOWNLOAD"] = "1"
+# The tests' networks are tiny: one thread is faster than two threads contending for a 2-core machine.
+torch.set_num_threads(1)
 
 
 def shared_data_dirs() -> list[Path]:

@@ -31,7 +31,16 @@ CONVERGENCE_HPARAMS = {
     "nadamw": {"lr": 3e-2, "weight_decay": 0.0},
     "lion": {"lr": 5e-3},
     "adabelief": {"lr": 3e-2},
-    "diffgrad": {"lr": 1e-1},  # its friction coefficient is about 1/2 near the optimum, halving the step
+    "spam": {"lr": 3e-2},
+    "stable_spam": {"lr": 3e-2},
+    "sgd_sai": {"lr": 3e-3, "weight_decay": 0.0},
+    "diffgrad": {"lr": 1e-1},
+    "adamp": {"lr": 3e-2},
+    "sgdp": {"lr": 1e-3, "momentum": 0.9},
+    "lamb": {
+        "lr": 3e-2,
+        "weight_decay": 0.0,
+    },  # its friction coefficient is about 1/2 near the optimum, halving the step
 }
 CONVERGENCE_TOL = 1e-3
 SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]

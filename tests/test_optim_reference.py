@@ -62,6 +62,70 @@ def _diffgrad_reference():
     return DiffGrad
 
 
+# SPAM's and StableSPAM's schedule settings are optimizer-wide in pytorch-optimizer (constructor arguments, not
+# param-group keys), so the reference is built with them fixed and every config below repeats them. Short intervals
+# make 200 steps cover several momentum resets, warmups and clipping.
+SPAM_SCHEDULE = {"threshold": 3.0, "reset_interval": 60, "warmup_steps": 15, "clip_delay": 5}
+STABLE_SPAM_SCHEDULE = {"gamma1": 0.7, "gamma2": 0.9, "gamma3": 0.999, "reset_interval": 50}
+
+
+def _spam_reference():
+    from functools import partial
+
+    from pytorch_optimizer import SPAM
+
+    return partial(
+        SPAM,
+        density=1.0,
+        threshold=SPAM_SCHEDULE["threshold"],
+        update_proj_gap=SPAM_SCHEDULE["reset_interval"],
+        warmup_epoch=SPAM_SCHEDULE["warmup_steps"],
+        grad_accu_steps=SPAM_SCHEDULE["clip_delay"],
+    )
+
+
+def _stable_spam_reference():
+    from functools import partial
+
+    from pytorch_optimizer import StableSPAM
+
+    return partial(
+        StableSPAM,
+        gamma1=STABLE_SPAM_SCHEDULE["gamma1"],
+        gamma2=STABLE_SPAM_SCHEDULE["gamma2"],
+        theta=STABLE_SPAM_SCHEDULE["gamma3"],
+        update_proj_gap=STABLE_SPAM_SCHEDULE["reset_interval"],
+    )
+
+
+def _sgd_sai_reference():
+    from pytorch_optimizer import SGDSaI
+
+    return SGDSaI
+
+
+def _adamp_reference():
+    from adamp import AdamP
+
+    return AdamP
+
+
+def _sgdp_reference():
+    from adamp import SGDP
+
+    return SGDP
+
+
+def _lamb_reference():
+    from pytorch_optimizer import Lamb
+
+    return Lamb
+
+
+def _adam_group(hp: dict) -> dict:
+    return {"lr": hp["lr"], "betas": (hp["beta1"], hp["beta2"]), "eps": hp["eps"], "weight_decay": hp["weight_decay"]}
+
+
 CASES = [
     ReferenceCase(
         name="lion",
@@ -181,6 +245,154 @@ CASES = [
         ],
         # the reference adds eps before bias correction and 1e-15 under the root: see DiffGrad's docstring
         our_options={"reference_compat": True},
+    ),
+    ReferenceCase(
+        name="spam",
+        reference=_spam_reference,
+        translate=_adam_group,
+        configs=[
+            {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.0, **SPAM_SCHEDULE},
+            {"lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "eps": 1e-8, "weight_decay": 0.1, **SPAM_SCHEDULE},
+        ],
+        our_options={"reference_compat": True},  # eps outside the bias correction, as pytorch-optimizer has it
+    ),
+    ReferenceCase(
+        name="stable_spam",
+        reference=_stable_spam_reference,
+        translate=_adam_group,
+        configs=[
+            {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0, **STABLE_SPAM_SCHEDULE},
+            {"lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.1, **STABLE_SPAM_SCHEDULE},
+        ],
+    ),
+    ReferenceCase(
+        name="sgd_sai",
+        reference=_sgd_sai_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "momentum": hp["momentum"],
+            "weight_decay": hp["weight_decay"],
+            "eps": hp["eps"],
+            "weight_decouple": True,
+        },
+        configs=[
+            {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.0, "eps": 1e-8},
+            {"lr": 3e-3, "momentum": 0.8, "weight_decay": 0.1, "eps": 1e-6},
+        ],
+        our_options={"reference_compat": True},  # zero-started momentum; g-SNR = ||g|| for vectors
+    ),
+    ReferenceCase(
+        name="adamp",
+        reference=_adamp_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+            "delta": hp["delta"],
+            "wd_ratio": hp["wd_ratio"],
+            "nesterov": hp["nesterov"],
+        },
+        configs=[
+            {
+                "lr": 1e-3,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-8,
+                "weight_decay": 0.0,
+                "delta": 0.1,
+                "wd_ratio": 0.1,
+                "nesterov": False,
+            },
+            {
+                "lr": 3e-3,
+                "beta1": 0.8,
+                "beta2": 0.99,
+                "eps": 1e-8,
+                "weight_decay": 0.1,
+                "delta": 1.0,
+                "wd_ratio": 0.3,
+                "nesterov": True,
+            },
+            {
+                "lr": 1e-3,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-8,
+                "weight_decay": 0.05,
+                "delta": 1.0,
+                "wd_ratio": 0.1,
+                "nesterov": False,
+            },
+        ],
+    ),
+    ReferenceCase(
+        name="sgdp",
+        reference=_sgdp_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "momentum": hp["momentum"],
+            "dampening": hp["dampening"],
+            "weight_decay": hp["weight_decay"],
+            "nesterov": hp["nesterov"],
+            "eps": hp["eps"],
+            "delta": hp["delta"],
+            "wd_ratio": hp["wd_ratio"],
+        },
+        configs=[
+            {
+                "lr": 0.05,
+                "momentum": 0.9,
+                "dampening": 0.0,
+                "weight_decay": 0.0,
+                "nesterov": False,
+                "eps": 1e-8,
+                "delta": 0.1,
+                "wd_ratio": 0.1,
+            },
+            {
+                "lr": 0.02,
+                "momentum": 0.8,
+                "dampening": 0.1,
+                "weight_decay": 0.01,
+                "nesterov": False,
+                "eps": 1e-8,
+                "delta": 1.0,
+                "wd_ratio": 0.3,
+            },
+            {
+                "lr": 0.02,
+                "momentum": 0.9,
+                "dampening": 0.0,
+                "weight_decay": 0.01,
+                "nesterov": True,
+                "eps": 1e-8,
+                "delta": 1.0,
+                "wd_ratio": 0.1,
+            },
+        ],
+        # the adamp package projects the momentum buffer in place; Algorithm 1 (our default) does not
+        our_options={"project_buffer": True},
+    ),
+    ReferenceCase(
+        name="lamb",
+        reference=_lamb_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "eps": hp["eps"],
+            "weight_decay": hp["weight_decay"],
+            "weight_decouple": False,
+            "adam_debias": True,
+            "grad_averaging": True,
+        },
+        configs=[
+            {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-6, "weight_decay": 0.0},
+            {"lr": 1e-2, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.1},
+        ],
+        # pytorch-optimizer's closest mode is the paper's v3 update: no bias correction, eps in the trust ratio,
+        # the weight norm capped at 10
+        our_options={"bias_correction": False, "eps_in_trust_ratio": True, "phi_max": 10.0},
     ),
 ]
 

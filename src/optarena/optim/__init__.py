@@ -1,6 +1,6 @@
 """Optimizers: torch.optim-compatible implementations and the registry that names them."""
 
-from optarena.optim import adabelief, diffgrad, lion, torch_baselines  # noqa: F401  (importing registers each optimizer)
+from optarena.optim import adabelief, adamp, diffgrad, lamb, lion, sgd_sai, spam, torch_baselines  # noqa: F401  (importing registers each optimizer)
 from optarena.optim.lion import Lion
 from optarena.optim.registry import OptimizerInfo, create, info, names, register
 

@@ -44,7 +44,17 @@ class MnistCNN(ClassificationWorkload):
             step_hint=1000,
             time_budget_s=600.0,
             eval_every_steps=200,
-            target=Target(metric="val_accuracy", value=0.99, higher_is_better=True, how_set="TBD"),
+            target=Target(
+                metric="val_accuracy",
+                value=0.9918,
+                higher_is_better=True,
+                how_set=(
+                    "Provisional, not yet set by the AlgoPerf procedure (about an hour of CPU): the best validation "
+                    "accuracy of one AdamW reference run over the full 1000 steps (lr 3e-3, beta1 0.9, weight decay "
+                    "0.01, 5% warmup, seed 0): 0.98, 0.9872, 0.9908, 0.9911, 0.9918 at steps 200..1000. "
+                    "Replace with: optarena calibrate mnist_cnn --size full --trials 5 --seeds 3"
+                ),
+            ),
             model={"channels": (32, 64), "dense": 1024, "train_limit": None},
         ),
     }

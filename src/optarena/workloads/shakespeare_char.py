@@ -43,7 +43,18 @@ class ShakespeareChar(LanguageModelWorkload):
             step_hint=1000,
             time_budget_s=900.0,
             eval_every_steps=100,
-            target=Target(metric="val_loss", value=1.66, higher_is_better=False, how_set="TBD"),
+            target=Target(
+                metric="val_loss",
+                value=1.741,
+                higher_is_better=False,
+                how_set=(
+                    "Provisional, not yet set by the AlgoPerf procedure (about 80 min of CPU): the best validation "
+                    "loss of one AdamW reference run over the full 1000 steps (lr 3e-3, beta1 0.9, weight decay "
+                    "0.01, 5% warmup, seed 0); every 100 steps: "
+                    "2.509, 2.354, 2.162, 2.036, 1.952, 1.901, 1.820, 1.774, 1.746, 1.741. "
+                    "Replace with: optarena calibrate shakespeare_char --size full --trials 5 --seeds 3"
+                ),
+            ),
             model=FULL_MODEL,
         ),
     }

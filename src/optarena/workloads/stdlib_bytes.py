@@ -43,7 +43,18 @@ class StdlibBytes(LanguageModelWorkload):
             step_hint=1000,
             time_budget_s=900.0,
             eval_every_steps=100,
-            target=Target(metric="val_loss", value=1.5, higher_is_better=False, how_set="TBD"),
+            target=Target(
+                metric="val_loss",
+                value=1.524,
+                higher_is_better=False,
+                how_set=(
+                    "Provisional, not yet set by the AlgoPerf procedure (about 80 min of CPU): the best validation "
+                    "loss of one AdamW reference run over the full 1000 steps (lr 3e-3, beta1 0.9, weight decay "
+                    "0.01, 5% warmup, seed 0); every 100 steps: "
+                    "2.512, 2.238, 2.054, 1.911, 1.818, 1.715, 1.629, 1.566, 1.532, 1.524. "
+                    "Replace with: optarena calibrate stdlib_bytes --size full --trials 5 --seeds 3"
+                ),
+            ),
             model={**FULL_MODEL, "max_bytes": 20_000_000},
         ),
     }

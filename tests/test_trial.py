@@ -130,7 +130,7 @@ def test_submission_errors_are_recorded_not_raised() -> None:
     timer = FakeTimer()
     result = run_trial(ToyRegression(timer), baseline("adamw"), {"lr": -1.0}, seed=0, timer=timer)
     assert result.outcome == "error"
-    assert "Invalid learning rate" in result.error
+    assert "lr must be in" in result.error
 
 
 def test_on_eval_sees_every_point() -> None:

@@ -42,7 +42,7 @@ import torch
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.base import ElementwiseOptimizer, Tensors
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_beta, check_eps, check_lr, check_weight_decay
+from optarena.optim.validation import check_adam_hparams
 
 # How one parameter is stepped at a given step count (see `_step_rule`).
 _ADAPTIVE, _RECTIFIED, _SGD, _SKIP = "adaptive", "rectified", "sgd", "skip"
@@ -88,11 +88,7 @@ class AdaBelief(ElementwiseOptimizer):
         degenerated_to_sgd: bool = True,
         foreach: bool | None = None,
     ) -> None:
-        check_lr(lr)
-        check_beta("beta1", beta1)
-        check_beta("beta2", beta2)
-        check_eps(eps)
-        check_weight_decay(weight_decay)
+        check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         defaults = {
             "lr": lr,
             "beta1": beta1,

@@ -38,7 +38,7 @@ import torch
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.base import ElementwiseOptimizer, Tensors
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_beta, check_eps, check_lr, check_weight_decay
+from optarena.optim.validation import check_adam_hparams
 
 # pytorch-optimizer's `exp_avg_sq_eps`, added to v_t under the square root (reference_compat only).
 _REFERENCE_SQ_EPS = 1e-15
@@ -69,11 +69,7 @@ class DiffGrad(ElementwiseOptimizer):
         reference_compat: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        check_lr(lr)
-        check_beta("beta1", beta1)
-        check_beta("beta2", beta2)
-        check_eps(eps)
-        check_weight_decay(weight_decay)
+        check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         defaults = {
             "lr": lr,
             "beta1": beta1,

@@ -37,7 +37,10 @@ import torch
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.base import ElementwiseOptimizer, Tensors
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_beta, check_eps, check_lr, check_range, check_weight_decay
+from optarena.optim.validation import (
+    check_adam_hparams,
+    check_range,
+)
 
 
 def trust_ratio(
@@ -70,11 +73,7 @@ class Lamb(ElementwiseOptimizer):
         eps_in_trust_ratio: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        check_lr(lr)
-        check_beta("beta1", beta1)
-        check_beta("beta2", beta2)
-        check_eps(eps)
-        check_weight_decay(weight_decay)
+        check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         check_range("phi_min", phi_min, 0.0)
         check_range("phi_max", phi_max, 0.0, low_open=True, high_open=False)
         if phi_min > phi_max:

@@ -57,7 +57,11 @@ import torch
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.base import ElementwiseOptimizer, Tensors
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_beta, check_eps, check_lr, check_range, check_weight_decay
+from optarena.optim.validation import (
+    check_adam_hparams,
+    check_beta,
+    check_range,
+)
 
 # Where the cosine warmup after a reset starts: its learning-rate factor rises from about 1 - 0.99 to 1.
 _WARMUP_START_DEATH_RATE = 0.99
@@ -86,11 +90,7 @@ class _MomentResetAdam(ElementwiseOptimizer):
 
     @staticmethod
     def _validate_adam(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, reset_interval: int):
-        check_lr(lr)
-        check_beta("beta1", beta1)
-        check_beta("beta2", beta2)
-        check_eps(eps)
-        check_weight_decay(weight_decay)
+        check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         check_integer("reset_interval", reset_interval, 1)
 
     @staticmethod

@@ -13,7 +13,7 @@ import torch
 
 from optarena.hparams import Choice, LogUniform, OneMinusLogUniform, SearchSpace
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_beta, check_eps, check_lr, check_weight_decay
+from optarena.optim.validation import check_adam_hparams, check_beta, check_lr, check_weight_decay
 
 ALGOPERF = "Dahl et al., Benchmarking Neural Network Training Algorithms, arXiv:2306.07179 (baseline)"
 WARMUP = Choice((0.02, 0.05, 0.1))
@@ -35,11 +35,7 @@ def _sgd(nesterov: bool):
 
 def _adam_family(cls, **fixed):
     def factory(params, lr, beta1, beta2, eps, weight_decay, foreach=None):
-        check_lr(lr)
-        check_beta("beta1", beta1)
-        check_beta("beta2", beta2)
-        check_eps(eps)
-        check_weight_decay(weight_decay)
+        check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         return cls(params, lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay, foreach=foreach, **fixed)
 
     return factory

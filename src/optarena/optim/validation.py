@@ -34,3 +34,12 @@ def check_weight_decay(weight_decay: float) -> None:
 
 def check_eps(eps: float) -> None:
     check_range("eps", eps, 0.0)
+
+
+def check_adam_hparams(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float) -> None:
+    """The checks every Adam-family optimizer shares."""
+    check_lr(lr)
+    check_beta("beta1", beta1)
+    check_beta("beta2", beta2)
+    check_eps(eps)
+    check_weight_decay(weight_decay)

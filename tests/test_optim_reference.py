@@ -140,10 +140,7 @@ CASES = [
         name="adabelief",
         reference=_adabelief_reference,
         translate=lambda hp: {
-            "lr": hp["lr"],
-            "betas": (hp["beta1"], hp["beta2"]),
-            "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
+            **_adam_group(hp),
             "weight_decouple": hp["decoupled_weight_decay"],
             "rectify": hp["rectify"],
             "degenerated_to_sgd": hp["degenerated_to_sgd"],
@@ -207,10 +204,7 @@ CASES = [
         name="diffgrad",
         reference=_diffgrad_reference,
         translate=lambda hp: {
-            "lr": hp["lr"],
-            "betas": (hp["beta1"], hp["beta2"]),
-            "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
+            **_adam_group(hp),
             "weight_decouple": hp["decoupled_weight_decay"],
             # The paper's diffGrad: no RAdam rectification, AMSBound or AdaNorm (pytorch-optimizer's extras).
             "rectify": False,
@@ -285,10 +279,7 @@ CASES = [
         name="adamp",
         reference=_adamp_reference,
         translate=lambda hp: {
-            "lr": hp["lr"],
-            "betas": (hp["beta1"], hp["beta2"]),
-            "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
+            **_adam_group(hp),
             "delta": hp["delta"],
             "wd_ratio": hp["wd_ratio"],
             "nesterov": hp["nesterov"],
@@ -378,10 +369,7 @@ CASES = [
         name="lamb",
         reference=_lamb_reference,
         translate=lambda hp: {
-            "lr": hp["lr"],
-            "betas": (hp["beta1"], hp["beta2"]),
-            "eps": hp["eps"],
-            "weight_decay": hp["weight_decay"],
+            **_adam_group(hp),
             "weight_decouple": False,
             "adam_debias": True,
             "grad_averaging": True,

@@ -53,7 +53,14 @@ import torch.nn.functional as F
 from optarena.optim.base import ElementwiseOptimizer, Tensors
 from optarena.optim.registry import OptimizerInfo, register
 from optarena.optim.torch_baselines import ADAM_SPACE, SGD_SPACE
-from optarena.optim.validation import check_beta, check_eps, check_lr, check_range, check_weight_decay
+from optarena.optim.validation import (
+    check_adam_hparams,
+    check_beta,
+    check_eps,
+    check_lr,
+    check_range,
+    check_weight_decay,
+)
 
 
 def _channel_view(x: torch.Tensor) -> torch.Tensor:
@@ -197,10 +204,7 @@ class AdamP(ElementwiseOptimizer):
         bias_correction: bool = True,
         foreach: bool | None = None,
     ) -> None:
-        check_lr(lr)
-        check_beta("beta1", beta1)
-        check_beta("beta2", beta2)
-        check_weight_decay(weight_decay)
+        check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         _check_projection(eps, delta, wd_ratio)
         defaults = {
             "lr": lr,

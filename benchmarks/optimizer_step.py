@@ -104,6 +104,12 @@ ELEMENT_ACCESSES: dict[str, tuple[int, int]] = {
     # the feedback clip needs ||e|| before anything moves: (1) read the B per-example gradients and e (norms);
     # (2) read the B per-example gradients again (clipped and plain sums in registers), p and e; write p and e
     "dice_sgd": (2 * PER_EXAMPLE_BATCH + 3, 2),
+    # Sophia between refreshes: read p, g, m, h; write p, m (the clipped ratio is computed in registers); every
+    # k = 10 steps the refresh also reads the estimate and writes h, 0.2 more per step, neglected here
+    "sophia_g": (4, 2),
+    "sophia_h": (4, 2),
+    # AdaHessian refreshes every step: read p, g, m, v and the estimate D; write p, m, v
+    "adahessian": (5, 3),
 }
 # The yardsticks: torch.optim.AdamW, multi-tensor and fused.
 YARDSTICKS = {"torch AdamW foreach": {"foreach": True}, "torch AdamW fused": {"fused": True}}
@@ -278,11 +284,9 @@ def _quietly(factory: Callable[..., Any], *args: Any) -> Any:
 
 
 def _class_name(reference: Any) -> str:
-    """The reference class's public name (through functools.partial, and the mapping's thin subclasses)."""
-    while isinstance(reference, functools.partial):
-        reference = reference.func
-    if reference.__module__ == references.__name__:  # a subclass defined in the mapping: name what it wraps
-        return f"{_class_name(reference.__mro__[1])} (via {reference.__qualname__.split('.')[-1]})"
+    """The reference class's public name (through functools.partial and the mapping's builders)."""
+    while isinstance(reference, functools.partial) or hasattr(reference, "__wrapped__"):
+        reference = reference.func if isinstance(reference, functools.partial) else reference.__wrapped__
     return f"{reference.__module__.split('.')[0]}.{reference.__qualname__}"
 
 
@@ -313,6 +317,25 @@ class Measurement:
         self.target.setdefault(self.key + "_cpu", []).extend(cpu)
 
 
+class GivenCurvature:
+    """Steps a diagonal-curvature optimizer, or its reference, with a fixed Hessian-diagonal estimate (|g| of the
+    first step) given on its refresh steps (every `period` steps from the first), so the time is the update's own.
+    The estimate's cost is the model's (a Hessian-vector product or a sampled-label backward pass every `period`
+    steps) and is timed separately by benchmarks/curvature_cost.py."""
+
+    def __init__(self, optimizer: Any, take_step: Callable[[Any, list | None], None], period: int) -> None:
+        self.optimizer, self.take_step, self.period, self.steps = optimizer, take_step, period, 0
+        self.estimate = [p.grad.detach().abs() for group in optimizer.param_groups for p in group["params"]]
+
+    def step(self) -> None:
+        self.take_step(self.optimizer, self.estimate if self.steps % self.period == 0 else None)
+        self.steps += 1
+
+
+def _ours_given_curvature(optimizer: Any, hessian: list | None) -> None:
+    optimizer.step(lambda: None, hessian=hessian)  # the gradients are in place: the closure has nothing to do
+
+
 def plan_optimizer(
     name: str, cases: dict[str, Any], no_cases_reason: str, args: argparse.Namespace, per_round: Callable[[int], int]
 ) -> tuple[dict[str, Any], list[Measurement]]:
@@ -332,10 +355,17 @@ def plan_optimizer(
         "reference": None,
         "reference_note": "",
     }
+
+    def ours(**options: Any) -> Builder:
+        if info.curvature is None:
+            return lambda ps: optim.create(name, ps, **options)
+        period = {**defaults, **options}["update_period"]
+        return lambda ps: GivenCurvature(optim.create(name, ps, **options), _ours_given_curvature, period)
+
     measurements = [
         Measurement(
             f"{name} foreach",
-            lambda ps: optim.create(name, ps, foreach=True),
+            ours(foreach=True),
             warmup,
             per_round(args.repeats),
             row,
@@ -343,7 +373,7 @@ def plan_optimizer(
         ),
         Measurement(
             f"{name} single-tensor",
-            lambda ps: optim.create(name, ps, foreach=False),
+            ours(foreach=False),
             warmup,
             per_round(args.single_repeats),
             row,
@@ -370,10 +400,17 @@ def plan_optimizer(
         "reference_kwargs": case.translate(hp),
         "warmup": ref_warmup,
     }
+
+    def reference_builder(ps: list[torch.nn.Parameter]) -> Any:
+        reference = _quietly(reference_cls, [{"params": ps, **case.translate(hp)}])
+        if case.hessian is None:
+            return reference
+        return GivenCurvature(reference, case.reference_step, hp["update_period"])
+
     measurements += [
         Measurement(
             f"{name} foreach at the reference's settings",
-            lambda ps: optim.create(name, ps, foreach=True, **hp),
+            ours(foreach=True, **hp),
             ref_warmup,
             per_round(args.repeats),
             ref,
@@ -381,7 +418,7 @@ def plan_optimizer(
         ),
         Measurement(
             f"{name} reference",
-            lambda ps: _quietly(reference_cls, [{"params": ps, **case.translate(hp)}]),
+            reference_builder,
             ref_warmup,
             per_round(args.repeats),
             ref,
@@ -414,13 +451,15 @@ def environment(threads: int) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Measure everything; return the results (what --json receives)."""
     torch.set_num_threads(args.threads)
-    missing = [name for name in optim.names() if name not in ELEMENT_ACCESSES]
+    # Optimizers built from a model (MKOR) precondition whole layers with matrices; their step is timed on a real
+    # model, statistics included, by benchmarks/curvature_cost.py.
+    names = [name for name in optim.names() if not optim.info(name).needs_model]
+    missing = [name for name in names if name not in ELEMENT_ACCESSES]
     if missing:
         raise SystemExit(
             f"no ELEMENT_ACCESSES entry for {missing}: add each optimizer's (reads, writes) per element to "
             f"{Path(__file__).name} before benchmarking it"
         )
-    names = optim.names()
     if args.only:
         unknown = sorted(set(args.only) - set(names))
         if unknown:

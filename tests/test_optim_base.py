@@ -8,6 +8,7 @@ import torch
 
 from optarena import optim
 from optarena.optim.base import ElementwiseOptimizer, _chunks
+from optim_steps import step_with
 
 # 97 elements in 10 tensors, chunked at 16: [12] [5] [12, 1] [30] [3, 4, 0] [24] [6] -- runs of several tensors, a
 # tensor larger than the limit on its own, and an empty tensor.
@@ -24,6 +25,9 @@ OPTIONS = {
     "sgdp": [{}, {"nesterov": True}, {"project_buffer": True}],
     "adamp": [{}, {"nesterov": True}],
     "lamb": [{}, {"bias_correction": False, "eps_in_trust_ratio": True, "phi_max": 1.0}],
+    "sophia_g": [{"update_period": 3}, {"reference_compat": True}],
+    "sophia_h": [{"update_period": 3}],
+    "adahessian": [{"update_period": 2}, {"hessian_power": 0.5}],
 }
 
 
@@ -60,7 +64,7 @@ def _train(optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter], s
                 p.grad = None
             else:
                 p.grad = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-        optimizer.step()
+        step_with(optimizer, params)
 
 
 def test_chunks_split_consecutive_runs_under_the_limit() -> None:

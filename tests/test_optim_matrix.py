@@ -10,12 +10,14 @@ clear error; and it converges on Rosenbrock and an ill-conditioned quadratic wit
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 
 import pytest
 import torch
 
 from optarena import optim
+from optim_steps import create, step_with
 
 TORCH_BASELINES = {"sgd", "nesterov", "adam", "adamw", "nadamw"}
 # Hyperparameters that make the matrix's steps exercise every term (weight decay on where there is one).
@@ -34,16 +36,17 @@ CONVERGENCE_HPARAMS = {
     "spam": {"lr": 3e-2},
     "stable_spam": {"lr": 3e-2},
     "sgd_sai": {"lr": 3e-3, "weight_decay": 0.0},
-    "diffgrad": {"lr": 1e-1},
+    "diffgrad": {"lr": 1e-1},  # its friction coefficient is about 1/2 near the optimum, halving the step
     "adamp": {"lr": 3e-2},
     "sgdp": {"lr": 1e-3, "momentum": 0.9},
     "sgd_gradient_noise": {"lr": 1e-3, "momentum": 0.9},
     "adam_gradient_noise": {"lr": 3e-2},
-    "lamb": {
-        "lr": 3e-2,
-        "weight_decay": 0.0,
-    },  # its friction coefficient is about 1/2 near the optimum, halving the step
+    "lamb": {"lr": 3e-2, "weight_decay": 0.0},
     "dice_sgd": {"lr": 0.07, "clip1": 0.8, "clip2": 0.8, "noise_multiplier": 0.0},
+    "sophia_g": {"lr": 3e-2, "weight_decay": 0.0},
+    "sophia_h": {"lr": 3e-2, "weight_decay": 0.0},
+    "adahessian": {"lr": 3.0},  # a Newton-like step m / |D|: lr near 1 is the natural scale
+    "mkor": {"lr": 1e-3, "momentum": 0.9},  # a vector parameter, no Linear layer: MKOR's SGD with momentum
 }
 CONVERGENCE_TOL = 1e-3
 SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]
@@ -78,7 +81,7 @@ def fake_grads(params, step: int, seed: int = 1) -> None:
 def train(optimizer, params, steps: int, start: int = 0) -> None:
     for step in range(start, start + steps):
         fake_grads(params, step)
-        optimizer.step()
+        step_with(optimizer, params)
 
 
 def state_tensors(optimizer) -> list[tuple[str, torch.Tensor]]:
@@ -106,10 +109,13 @@ def test_registry_metadata(name: str) -> None:
 
 @names
 def test_foreach_matches_single_tensor_on_params_and_state(name: str) -> None:
+    parameters = inspect.signature(optim.info(name).factory).parameters
+    if "foreach" not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        pytest.skip("one path only (no multi-tensor variant)")
     runs = {}
     for foreach in (False, True):
         params = make_params()
-        optimizer = optim.create(name, params, foreach=foreach, **hparams_for(name))
+        optimizer = create(name, params, foreach=foreach, **hparams_for(name))
         train(optimizer, params, 12)
         runs[foreach] = (params, optimizer)
     exact = name not in TORCH_BASELINES  # torch's own foreach kernels may round differently
@@ -124,13 +130,13 @@ def test_foreach_matches_single_tensor_on_params_and_state(name: str) -> None:
 @names
 def test_state_dict_round_trip_resumes_identically(name: str) -> None:
     params = make_params()
-    optimizer = optim.create(name, params, **hparams_for(name))
+    optimizer = create(name, params, **hparams_for(name))
     train(optimizer, params, 7)
     saved_state = copy.deepcopy(optimizer.state_dict())
     resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
     train(optimizer, params, 8, start=7)
 
-    resumed = optim.create(name, resumed_params, **hparams_for(name))
+    resumed = create(name, resumed_params, **hparams_for(name))
     resumed.load_state_dict(saved_state)
     train(resumed, resumed_params, 8, start=7)
     for a, b in zip(params, resumed_params, strict=True):
@@ -143,16 +149,16 @@ def test_param_groups_with_different_hyperparameters(name: str) -> None:
         pytest.skip("clips the per-example norm over all groups and draws one noise stream: groups are coupled")
     first, second = make_params(seed=0), make_params(seed=1)
     low = hparams_for(name, lr=1e-3)
-    together = optim.create(name, [{"params": first[:2]}, {"params": first[2:], **hparams_for(name, lr=3e-2)}], **low)
-    apart = [optim.create(name, second[:2], **low), optim.create(name, second[2:], **hparams_for(name, lr=3e-2))]
+    together = create(name, [{"params": first[:2]}, {"params": first[2:], **hparams_for(name, lr=3e-2)}], **low)
+    apart = [create(name, second[:2], **low), create(name, second[2:], **hparams_for(name, lr=3e-2))]
     for p, q in zip(first, second, strict=True):
         q.data.copy_(p.data)
     for step in range(6):
         fake_grads(first, step)
         fake_grads(second, step)
-        together.step()
-        for optimizer in apart:
-            optimizer.step()
+        step_with(together, first)
+        step_with(apart[0], second[:2])
+        step_with(apart[1], second[2:])
     for a, b in zip(first, second, strict=True):
         assert_same(a, b, exact=True)
 
@@ -161,11 +167,11 @@ def test_param_groups_with_different_hyperparameters(name: str) -> None:
 def test_parameter_without_gradient_is_untouched(name: str) -> None:
     params = make_params()
     frozen_before = params[1].detach().clone()
-    optimizer = optim.create(name, params, **hparams_for(name))
+    optimizer = create(name, params, **hparams_for(name))
     for step in range(3):
         fake_grads(params, step)
         params[1].grad = None
-        optimizer.step()
+        step_with(optimizer, params)
     assert torch.equal(params[1].detach(), frozen_before)
     assert not optimizer.state.get(params[1])
     assert not torch.equal(params[0].detach(), make_params()[0].detach())
@@ -174,7 +180,7 @@ def test_parameter_without_gradient_is_untouched(name: str) -> None:
 @names
 def test_zero_size_parameters(name: str) -> None:
     params = make_params(shapes=[(0,), (0, 3), (2, 2)])
-    optimizer = optim.create(name, params, **hparams_for(name))
+    optimizer = create(name, params, **hparams_for(name))
     train(optimizer, params, 3)
     assert [tuple(p.shape) for p in params] == [(0,), (0, 3), (2, 2)]
     assert torch.isfinite(params[2]).all()
@@ -185,7 +191,7 @@ def test_zero_size_parameters(name: str) -> None:
 def test_dtypes(name: str, dtype: torch.dtype) -> None:
     params = make_params(dtype)
     before = [p.detach().clone() for p in params]
-    optimizer = optim.create(name, params, **hparams_for(name))
+    optimizer = create(name, params, **hparams_for(name))
     train(optimizer, params, 4)
     for p, b in zip(params, before, strict=True):
         assert p.dtype == dtype and torch.isfinite(p).all() and not torch.equal(p.detach(), b)
@@ -201,13 +207,13 @@ def test_invalid_hyperparameters_name_themselves(name: str, bad: float) -> None:
         if isinstance(default, bool) or not isinstance(default, (int, float)):
             continue
         with pytest.raises(ValueError, match=hparam):
-            optim.create(name, make_params(), **{hparam: bad})
+            create(name, make_params(), **{hparam: bad})
 
 
 @names
 def test_unknown_hyperparameter_is_rejected(name: str) -> None:
     with pytest.raises(ValueError, match="unknown hyperparameters"):
-        optim.create(name, make_params(), learning_rate=0.1)
+        create(name, make_params(), learning_rate=0.1)
 
 
 @names
@@ -218,13 +224,27 @@ def test_sparse_gradients_are_supported_or_clearly_rejected(name: str) -> None:
     ids = torch.tensor([0, 2, 2, 5])
     embedding(ids).sum().backward()
     dense(ids).sum().backward()
-    optimizer = optim.create(name, embedding.parameters(), **hparams_for(name, weight_decay=0.0))
+    model_built = optim.info(name).needs_model  # built from the module itself, as a model-hooking optimizer is
+
+    def subject(module):
+        return module if model_built else module.parameters()
+
+    optimizer = optim.create(name, subject(embedding), **hparams_for(name, weight_decay=0.0))
+    closure = None
+    if optim.info(name).needs_closure:
+
+        def closure():
+            embedding.zero_grad()
+            loss = embedding(ids).sum()
+            loss.backward(create_graph=True)
+            return loss
+
     try:
-        optimizer.step()
+        optimizer.step(closure)
     except (RuntimeError, ValueError) as error:
         assert "sparse" in str(error).lower()
         return
-    reference = optim.create(name, dense.parameters(), **hparams_for(name, weight_decay=0.0))
+    reference = optim.create(name, subject(dense), **hparams_for(name, weight_decay=0.0))
     reference.step()
     torch.testing.assert_close(embedding.weight, dense.weight)
 
@@ -251,15 +271,31 @@ def _ill_conditioned_quadratic(p: torch.Tensor) -> torch.Tensor:
 )
 def test_convergence(name: str, problem, start, steps: int) -> None:
     param = torch.nn.Parameter(torch.tensor(start, dtype=torch.float64))
-    optimizer = optim.create(name, [param], **CONVERGENCE_HPARAMS[name])
+    optimizer = create(name, [param], **CONVERGENCE_HPARAMS[name])
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
     )
-    for _ in range(steps):
+    entry = optim.info(name)
+
+    def closure():
         optimizer.zero_grad()
-        problem(param).backward()
-        if optim.info(name).needs_per_example_grads:
-            param.grad_sample = param.grad.unsqueeze(0)  # one example per step
-        optimizer.step()
+        loss = problem(param)
+        loss.backward(create_graph=optimizer.curvature_due)
+        return loss
+
+    for _ in range(steps):
+        if entry.needs_closure:
+            optimizer.step(closure)
+        elif entry.curvature == "gnb":  # given the exact Hessian diagonal on refresh steps
+            hessian = [torch.func.hessian(problem)(param.detach()).diagonal()] if optimizer.curvature_due else None
+            optimizer.zero_grad()
+            problem(param).backward()
+            optimizer.step(hessian=hessian)
+        else:
+            optimizer.zero_grad()
+            problem(param).backward()
+            if entry.needs_per_example_grads:
+                param.grad_sample = param.grad.unsqueeze(0)  # one example per step
+            optimizer.step()
         schedule.step()
     assert problem(param).item() < CONVERGENCE_TOL

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from optarena import optim
+from optarena.curvature import gnb_diagonal, hutchinson_diagonal, hvp
 from optarena.optim.references import CASES, ReferenceCase
 
 STEPS = 200
@@ -56,11 +57,33 @@ def test_matches_reference_step_by_step(case: ReferenceCase, network: str, two_g
         for step in range(STEPS):
             inputs = torch.randn(input_shape, generator=generator, dtype=torch.float64)
             targets = torch.randn(input_shape[0], 3, generator=generator, dtype=torch.float64)
+            hessian = None
+            if case.hessian is not None and ours.curvature_due:
+                hessian = _curvature_estimate(case.hessian, ours, ours_model, inputs, targets, generator)
             for model, optimizer in ((ours_model, ours), (ref_model, reference)):
                 optimizer.zero_grad()
                 nn.functional.mse_loss(model(inputs), targets).backward()
-                optimizer.step()
+            if case.hessian is None:
+                ours.step()
+                reference.step()
+            else:  # a closure too, which Hutchinson-kind optimizers require (the estimate given replaces theirs)
+                ours.step(lambda: nn.functional.mse_loss(ours_model(inputs), targets), hessian=hessian)
+                case.reference_step(reference, hessian)
             for a, b in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
                 scale = b.abs().max().clamp_min(1e-30)
                 error = ((a - b).abs().max() / scale).item()
                 assert error <= case.rtol, f"{case.name} {hp} step {step}: relative difference {error:.3g}"
+
+
+def _curvature_estimate(kind, optimizer, model, inputs, targets, generator) -> list[torch.Tensor]:
+    """The Hessian-diagonal estimate fed to both implementations, one tensor per parameter of every param group in
+    order: Hutchinson's (signed) or Gauss-Newton-Bartlett's on Gaussian-sampled targets (non-negative)."""
+    params = list(model.parameters())
+    outputs = model(inputs)
+    if kind == "hutchinson":
+        loss = nn.functional.mse_loss(outputs, targets)
+        estimate = hutchinson_diagonal(lambda v: hvp(loss, params, v), params, generator=generator)
+    else:
+        estimate = gnb_diagonal(outputs, params, likelihood="gaussian", generator=generator)
+    by_param = dict(zip(params, estimate, strict=True))
+    return [by_param[p] for group in optimizer.param_groups for p in group["params"]]

@@ -184,3 +184,43 @@ def test_optimizers_that_clip_per_example_get_per_example_gradients() -> None:
     assert dice_result.outcome == "reached", dice_result.error
     assert dice_result.steps_to_target == sgd_result.steps_to_target
     assert dice_result.best_metric == pytest.approx(sgd_result.best_metric, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["adahessian", "sophia_h"])
+def test_hutchinson_optimizers_get_gradients_with_a_graph(name: str) -> None:
+    # One weight, so one Rademacher (or Gaussian) probe times H z is (up to z^2) the exact Hessian: Newton-like steps.
+    entrant = Entrant(name, name, SearchSpace(), schedule="constant")
+    hparams = {"lr": 0.5, "weight_decay": 0.0} | ({"rho": 1.0} if name == "sophia_h" else {})
+    result = run_trial(ToyRegression(FakeTimer()), entrant, hparams, seed=0, timer=FakeTimer())
+    assert result.outcome == "reached", result.error
+
+
+def test_gauss_newton_bartlett_needs_a_workload_with_logits() -> None:
+    sophia_g = Entrant("sophia_g", "sophia_g", SearchSpace(), schedule="constant")
+    result = run_trial(ToyRegression(FakeTimer()), sophia_g, {"lr": 0.1}, seed=0, timer=FakeTimer())
+    assert result.outcome == "error" and "Gauss-Newton-Bartlett" in result.error
+
+
+def test_sophia_g_trains_a_classifier_on_sampled_label_curvature() -> None:
+    from optarena.workloads.registry import get
+
+    workload = get("digits_logreg", "quick")
+    sophia_g = Entrant("sophia_g", "sophia_g", SearchSpace(), schedule="constant")
+    result = run_trial(workload, sophia_g, {"lr": 0.01, "weight_decay": 0.0}, seed=0, budget_scale=0.3)
+    assert result.outcome in ("reached", "budget"), result.error
+    first, last = result.eval_points[0], result.eval_points[-1]
+    assert last.metrics["val_loss"] < first.metrics["val_loss"]
+
+
+def test_target_setting_runs_are_not_cut_by_the_time_budget() -> None:
+    timer = FakeTimer()
+    result = run_trial(
+        ToyRegression(timer, time_budget=20.0), SGD, {"lr": 0.01}, seed=0, timer=timer, target_setting=True
+    )
+    assert result.steps == 100 and result.submission_time > 20.0
+
+
+def test_optimizers_built_from_the_model_get_the_model() -> None:
+    mkor = Entrant("mkor", "mkor", SearchSpace(), schedule="constant")
+    result = run_trial(ToyRegression(FakeTimer()), mkor, {"lr": 0.1, "momentum": 0.0}, seed=0, timer=FakeTimer())
+    assert result.outcome == "reached", result.error

@@ -8,6 +8,7 @@ training loss stops being finite (outcome 'diverged'). Any exception in the subm
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import traceback
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from optarena import optim
 from optarena.arena.clock import SubmissionClock
 from optarena.arena.entrants import Entrant
+from optarena.curvature import gnb_diagonal
 from optarena.optim.per_example import per_example_grads
 from optarena.workloads.base import Workload
 
@@ -53,6 +56,53 @@ def _is_better(value: float, best: float | None, higher_is_better: bool) -> bool
     return best is None or (value > best if higher_is_better else value < best)
 
 
+def make_train_step(
+    workload: Workload, model: torch.nn.Module, optimizer: torch.optim.Optimizer, entry: optim.OptimizerInfo, seed: int
+) -> Callable[[Any], torch.Tensor]:
+    """One optimizer step on a batch, returning the training loss, in the way the optimizer needs its gradients."""
+    if entry.needs_per_example_grads:  # DP-style optimizers clip each example's gradient
+
+        def per_example_step(batch: Any) -> torch.Tensor:
+            optimizer.zero_grad(set_to_none=True)
+            loss, _ = per_example_grads(model, workload.loss, batch)
+            optimizer.step()
+            return loss
+
+        return per_example_step
+    if entry.needs_closure:  # its own Hutchinson estimate differentiates the gradients
+
+        def closure_step(batch: Any) -> torch.Tensor:
+            def closure() -> torch.Tensor:
+                optimizer.zero_grad(set_to_none=True)
+                due = optimizer.curvature_due
+                # fused attention kernels have no double backward; the composite (math) one has
+                with sdpa_kernel(SDPBackend.MATH) if due else contextlib.nullcontext():
+                    loss = workload.loss(model, batch)
+                    loss.backward(create_graph=due)
+                return loss
+
+            return optimizer.step(closure)
+
+        return closure_step
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def plain_step(batch: Any) -> torch.Tensor:
+        hessian = None
+        if entry.curvature == "gnb" and optimizer.curvature_due:  # on labels sampled from the model
+            hessian = gnb_diagonal(workload.logits(model, batch), params, generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss = workload.loss(model, batch)
+        loss.backward()
+        if hessian is None:
+            optimizer.step()
+        else:
+            optimizer.step(hessian=hessian)
+        return loss
+
+    return plain_step
+
+
 def run_trial(
     workload: Workload,
     entrant: Entrant,
@@ -66,33 +116,28 @@ def run_trial(
     """Run one trial; budgets (steps and seconds) are the workload's times `budget_scale`.
 
     The entrant's schedule spans the step budget (AlgoPerf's `step_hint` is the steps that fit in the budget).
-    A `target_setting` run (calibration) is instead exactly `step_hint` steps long, schedule included, and does not
-    stop at the target.
+    A `target_setting` run (calibration) is instead exactly `step_hint` steps long, schedule included, and stops
+    neither at the target nor at the time budget.
     """
     config, target = workload.config, workload.target
     horizon = config.step_hint if target_setting else config.step_budget
     max_steps = config.step_hint if target_setting else math.ceil(config.step_budget * budget_scale)
-    time_budget = config.time_budget_s * budget_scale
+    # a target-setting run is defined by its steps: no time budget cuts it short on a busy machine
+    time_budget = math.inf if target_setting else config.time_budget_s * budget_scale
     wall_start = timer()
     clock = SubmissionClock(timer)
     result = TrialResult(outcome="budget")
     try:
         model = workload.init_model(seed).to(workload.device)
-        optimizer, scheduler = entrant.build(model.parameters(), hparams, horizon)
-        per_example = optim.info(entrant.optimizer).needs_per_example_grads
+        entry = optim.info(entrant.optimizer)
+        optimizer, scheduler = entrant.build(model if entry.needs_model else model.parameters(), hparams, horizon)
+        train_step = make_train_step(workload, model, optimizer, entry, seed)
         batches = workload.train_batches(seed)
         loss_sum, loss_count, last_eval_time = 0.0, 0, 0.0
         while result.steps < max_steps and clock.elapsed < time_budget:
             with clock.running():
                 model.train()
-                optimizer.zero_grad(set_to_none=True)
-                batch = next(batches)
-                if per_example:  # DP-style optimizers clip each example's gradient
-                    loss, _ = per_example_grads(model, workload.loss, batch)
-                else:
-                    loss = workload.loss(model, batch)
-                    loss.backward()
-                optimizer.step()
+                loss = train_step(next(batches))
                 scheduler.step()
                 loss_value = loss.item()
             result.steps += 1

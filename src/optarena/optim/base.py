@@ -75,10 +75,20 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._evaluate(closure)
+        self._update()
+        return loss
+
+    @staticmethod
+    def _evaluate(closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
+        """Run the closure (if any) with gradients enabled and return its loss."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _update(self) -> None:
+        """One update of every parameter that has a gradient, from the gradients now in `p.grad`."""
         for group in self.param_groups:
             params, grads, states = [], [], []
             for p in group["params"]:
@@ -105,4 +115,3 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
                     continue
                 for chunk in _chunks(device_params, self.foreach_chunk_elements):
                     self._foreach_step(group, device_params[chunk], device_grads[chunk], device_states[chunk])
-        return loss

@@ -25,6 +25,23 @@ class ReferenceCase:
     rtol: float = 1e-10
     why_looser: str = ""
     our_options: dict = field(default_factory=dict)  # options that select the reference's behaviour
+    # Diagonal-curvature optimizers: the estimate the harness computes and feeds to both ("hutchinson" or "gnb"),
+    # and how the reference takes a step given it (the estimate on refresh steps, None otherwise).
+    hessian: str | None = None
+    reference_step: Callable[[torch.optim.Optimizer, list | None], None] | None = None
+
+
+def _with_optimizer_wide(cls: Callable[..., torch.optim.Optimizer], keys: tuple[str, ...], **fixed):
+    """Build `cls` from translated groups, lifting the settings it takes only in its constructor (every group of a
+    config carries the same values) out of the groups; `fixed` are further constructor arguments."""
+
+    def build(groups: list[dict]) -> torch.optim.Optimizer:
+        lifted = [{key: group.pop(key) for key in keys} for group in groups]
+        assert all(settings == lifted[0] for settings in lifted)
+        return cls(groups, **lifted[0], **fixed)
+
+    build.__wrapped__ = cls  # the class it builds, for reports (benchmarks/optimizer_step.py)
+    return build
 
 
 def _lion_reference():
@@ -36,19 +53,8 @@ def _lion_reference():
 def _adabelief_reference():
     from adabelief_pytorch import AdaBelief
 
-    class AdaBeliefPerGroupFlags(AdaBelief):
-        """adabelief-pytorch takes weight_decouple, rectify and degenerated_to_sgd once, in its constructor, not per
-        param group: lift them out of the translated groups (every group of a config carries the same flags)."""
-
-        def __init__(self, groups):
-            flags = [
-                {key: group.pop(key) for key in ("weight_decouple", "rectify", "degenerated_to_sgd")}
-                for group in groups
-            ]
-            assert all(f == flags[0] for f in flags)
-            super().__init__(groups, print_change_log=False, **flags[0])
-
-    return AdaBeliefPerGroupFlags
+    # adabelief-pytorch takes weight_decouple, rectify and degenerated_to_sgd once, in its constructor.
+    return _with_optimizer_wide(AdaBelief, ("weight_decouple", "rectify", "degenerated_to_sgd"), print_change_log=False)
 
 
 def _diffgrad_reference():
@@ -115,6 +121,43 @@ def _lamb_reference():
     from pytorch_optimizer import Lamb
 
     return Lamb
+
+
+def _sophia_g_reference():
+    from sophia_opt import SophiaG
+
+    return SophiaG
+
+
+def _sophia_g_step(reference: torch.optim.Optimizer, hessian: list | None) -> None:
+    """sophia-opt keeps h = EMA(g ⊙ g) of whatever is in p.grad when update_hessian() runs and multiplies it by the
+    step's batch size: feed ĥ as p.grad = sqrt(ĥ) with bs = 1 (ĥ >= 0, as Sophia-G's estimate is)."""
+    if hessian is not None:
+        params = [p for group in reference.param_groups for p in group["params"]]
+        grads = [p.grad for p in params]
+        for p, h in zip(params, hessian, strict=True):
+            p.grad = h.sqrt()
+        reference.update_hessian()
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+    reference.step(bs=1)
+
+
+def _sophia_h_reference():
+    from pytorch_optimizer import SophiaH
+
+    return _with_optimizer_wide(SophiaH, ("update_period",))
+
+
+def _adahessian_reference():
+    from pytorch_optimizer import AdaHessian
+
+    return _with_optimizer_wide(AdaHessian, ("update_period",))
+
+
+def _step_with_given_hessian(reference: torch.optim.Optimizer, hessian: list | None) -> None:
+    """pytorch-optimizer's curvature optimizers take an external estimate as step(hessian=...)."""
+    reference.step(hessian=hessian)
 
 
 def _adam_group(hp: dict) -> dict:
@@ -376,5 +419,91 @@ CASES = [
         # pytorch-optimizer's closest mode is the paper's v3 update: no bias correction, eps in the trust ratio,
         # the weight norm capped at 10
         our_options={"bias_correction": False, "eps_in_trust_ratio": True, "phi_max": 10.0},
+    ),
+    ReferenceCase(
+        name="sophia_g",
+        reference=_sophia_g_reference,
+        translate=lambda hp: {
+            "lr": hp["lr"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "rho": hp["rho"],
+            "weight_decay": hp["weight_decay"],
+        },
+        configs=[
+            {"lr": 1e-3, "beta1": 0.965, "beta2": 0.99, "rho": 0.05, "weight_decay": 0.0, "update_period": 3},
+            {"lr": 3e-3, "beta1": 0.9, "beta2": 0.95, "rho": 0.02, "weight_decay": 0.2, "update_period": 10},
+        ],
+        # sophia-opt adds its hard-coded 1e-15 to rho * h instead of taking max(rho * h, eps).
+        our_options={"reference_compat": True, "eps": 1e-15},
+        hessian="gnb",
+        reference_step=_sophia_g_step,
+    ),
+    ReferenceCase(
+        name="sophia_h",
+        reference=_sophia_h_reference,
+        # pytorch-optimizer's SophiaH is the paper's clip-threshold form, lr_ref * clip(m / max(h, eps_ref), p):
+        # ours with lr = lr_ref * p, rho = p, eps = eps_ref * p (and weight decay lr_ref * wd_ref = lr * wd).
+        translate=lambda hp: {
+            "lr": hp["lr"] / hp["rho"],
+            "p": hp["rho"],
+            "eps": hp["eps"] / hp["rho"],
+            "betas": (hp["beta1"], hp["beta2"]),
+            "weight_decay": hp["weight_decay"] * hp["rho"],
+            "update_period": hp["update_period"],
+        },
+        configs=[
+            {
+                "lr": 1e-3,
+                "beta1": 0.965,
+                "beta2": 0.99,
+                "rho": 0.01,
+                "eps": 1e-12,
+                "weight_decay": 0.0,
+                "update_period": 3,
+            },
+            {
+                "lr": 3e-3,
+                "beta1": 0.9,
+                "beta2": 0.95,
+                "rho": 0.05,
+                "eps": 1e-6,
+                "weight_decay": 0.2,
+                "update_period": 10,
+            },
+        ],
+        hessian="hutchinson",
+        reference_step=_step_with_given_hessian,
+    ),
+    ReferenceCase(
+        name="adahessian",
+        reference=_adahessian_reference,
+        translate=lambda hp: {
+            **_adam_group(hp),
+            "hessian_power": hp["hessian_power"],
+            "update_period": hp["update_period"],
+        },
+        configs=[
+            {
+                "lr": 0.15,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-4,
+                "weight_decay": 0.0,
+                "hessian_power": 1.0,
+                "update_period": 1,
+            },
+            {
+                "lr": 0.05,
+                "beta1": 0.8,
+                "beta2": 0.99,
+                "eps": 1e-8,
+                "weight_decay": 5e-3,
+                "hessian_power": 0.5,
+                "update_period": 3,
+            },
+        ],
+        our_options={"spatial_averaging": False},  # pytorch-optimizer averages nothing
+        hessian="hutchinson",
+        reference_step=_step_with_given_hessian,
     ),
 ]

@@ -28,6 +28,16 @@ class OptimizerInfo:
     # Reads per-example gradients p.grad_sample ([B, *p.shape]); the arena's trial loop computes them with
     # optarena.optim.per_example.per_example_grads instead of loss.backward().
     needs_per_example_grads: bool = False
+    # Where a diagonal-curvature optimizer's Hessian estimate comes from (optim/diagonal_curvature.py):
+    # "hutchinson": its own, so step() needs a closure calling loss.backward(create_graph=optimizer.curvature_due);
+    # "gnb": the caller's Gauss-Newton-Bartlett estimate, step(hessian=...) whenever optimizer.curvature_due.
+    curvature: str | None = None
+    # Built from the model rather than its parameters (it hooks layers: MKOR); `create(name, model, params=...)`.
+    needs_model: bool = False
+
+    @property
+    def needs_closure(self) -> bool:
+        return self.curvature == "hutchinson"
 
 
 _REGISTRY: dict[str, OptimizerInfo] = {}
@@ -52,11 +62,13 @@ def info(name: str) -> OptimizerInfo:
         raise ValueError(f"unknown optimizer {name!r}; known optimizers: {', '.join(names())}") from None
 
 
-def create(name: str, params: Iterable[Any], **hparams: Any) -> torch.optim.Optimizer:
-    """Build the named optimizer; hyperparameters not given take the registry's defaults. Every optimizer also
-    takes `foreach` (None: its default path; False: the single-tensor loop; True: the multi-tensor path)."""
+def create(name: str, params: Iterable[Any], /, **hparams: Any) -> torch.optim.Optimizer:
+    """Build the named optimizer; hyperparameters not given take the registry's defaults. `params` is the model for
+    optimizers built from one (`needs_model`), which then also take `params=` (parameters or groups; default: the
+    model's). Every optimizer with a multi-tensor path also takes `foreach` (None: its default path; False: the
+    single-tensor loop; True: the multi-tensor path)."""
     entry = info(name)
-    unknown = set(hparams) - set(entry.defaults) - {"foreach"}
+    unknown = set(hparams) - set(entry.defaults) - {"foreach"} - ({"params"} if entry.needs_model else set())
     if unknown:
         raise ValueError(f"unknown hyperparameters for {name!r}: {sorted(unknown)}; allowed: {sorted(entry.defaults)}")
     return entry.factory(params, **{**entry.defaults, **hparams})

@@ -104,6 +104,14 @@ class Workload(ABC):
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         """Validation metrics; must contain the target's metric. Called with gradients disabled."""
 
+    def logits(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Class logits [..., C] of `model` on `batch` whose softmax is the distribution the training loss is the
+        negative log-likelihood of; the Gauss-Newton-Bartlett estimator (Sophia-G) samples labels from it."""
+        raise NotImplementedError(
+            f"workload {self.name!r} has no categorical predictive distribution for the Gauss-Newton-Bartlett "
+            "estimator (Sophia-G) to sample labels from"
+        )
+
     def prepare(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """Load and cache data before the clock starts (optional; loading must never be timed)."""
 

@@ -42,8 +42,10 @@ class ClassificationWorkload(Workload):
             yield inputs[idx], labels[idx]
 
     def loss(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        inputs, labels = batch
-        return F.cross_entropy(model(inputs), labels)
+        return F.cross_entropy(self.logits(model, batch), batch[1])
+
+    def logits(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return model(batch[0])
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         self.prepare()

@@ -55,6 +55,9 @@ class LanguageModelWorkload(Workload):
     def loss(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         return next_token_loss(model, batch)
 
+    def logits(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return model(batch[:, :-1])  # next-token logits at every position, as next_token_loss scores them
+
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         self.prepare()
         return {"val_loss": mean_window_loss(model, self._tokens[1])}

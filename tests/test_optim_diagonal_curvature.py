@@ -112,6 +112,9 @@ def test_external_estimator_needs_the_estimate_on_refresh_steps() -> None:
         opt.step()
     with pytest.raises(ValueError, match="one tensor per parameter"):
         opt.step(hessian=[])
+    opt.step(hessian=[torch.ones(1, dtype=torch.float64)])
+    with pytest.raises(ValueError, match="does not refresh"):
+        opt.step(hessian=[torch.ones(1, dtype=torch.float64)])
 
 
 def test_own_hutchinson_estimate_is_exact_for_a_separable_quadratic() -> None:

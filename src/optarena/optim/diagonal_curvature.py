@@ -25,7 +25,8 @@ uses the state it has. The estimate comes from one of two places:
   sampled from the model) and passes it as `step(hessian=[...])` on the steps where `curvature_due` is True, one
   tensor per parameter of every param group, in order (entries of parameters without a gradient are ignored).
 
-Either kind accepts `hessian=` (it then replaces the optimizer's own estimate on that step), which is also how the
+Either kind accepts `hessian=` on refresh steps (it then replaces the optimizer's own estimate; on other steps it is
+an error), which is also how the
 differential tests feed an implementation and its reference the same estimate. The step count and the
 generators' states travel in `state_dict()`, so a resumed run draws the same probes.
 """
@@ -98,6 +99,11 @@ class DiagonalCurvatureOptimizer(ElementwiseOptimizer):
             raise RuntimeError(
                 f"{name} requires a closure that calls loss.backward(create_graph=optimizer.curvature_due) "
                 "(its Hutchinson estimate differentiates the gradients), or an explicit step(hessian=...)"
+            )
+        if hessian is not None and not self.curvature_due:
+            raise ValueError(
+                f"{name}: step(hessian=...) on a step that does not refresh the curvature (curvature_due is False; "
+                f"the estimate is refreshed every {self.update_period} steps)"
             )
         if hessian is None and self.estimator == "external" and self.curvature_due:
             raise RuntimeError(

@@ -26,9 +26,8 @@ uses the state it has. The estimate comes from one of two places:
   tensor per parameter of every param group, in order (entries of parameters without a gradient are ignored).
 
 Either kind accepts `hessian=` on refresh steps (it then replaces the optimizer's own estimate; on other steps it is
-an error), which is also how the
-differential tests feed an implementation and its reference the same estimate. The step count and the
-generators' states travel in `state_dict()`, so a resumed run draws the same probes.
+an error), which is also how the differential tests feed an implementation and its reference the same estimate. The
+step count and the generators' states travel in `state_dict()`, so a resumed run draws the same probes.
 """
 
 from __future__ import annotations

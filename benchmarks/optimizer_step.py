@@ -63,7 +63,7 @@ PER_EXAMPLE_BATCH = 4
 # (docstring and code), with the per-tensor scalars (step counts, norms, trust ratios) neglected: (reads, writes).
 # p = parameter, g = gradient; the rest is per-element state. A reduction whose result decides the elementwise update
 # (a norm, a max) costs one more read of what it reduces, since the update can only start after it.
-ELEMENT_ACCESSES: dict[str, tuple[int, int]] = {
+ELEMENT_ACCESSES: dict[str, tuple[float, float]] = {
     # heavy-ball momentum: read p, g, buf; write p, buf (weight decay and the momentum add fuse into that pass)
     "sgd": (3, 2),
     # Nesterov momentum: as sgd; the look-ahead g + mu * buf is computed in registers
@@ -110,6 +110,15 @@ ELEMENT_ACCESSES: dict[str, tuple[int, int]] = {
     "sophia_h": (4, 2),
     # AdaHessian refreshes every step: read p, g, m, v and the estimate D; write p, m, v
     "adahessian": (5, 3),
+    # 8-bit Adam(W): read p, g and the two 1-byte moment codes (a quarter of a float32 each); write p and both codes
+    # (the per-block absmax, 1/2048 of the elements, neglected)
+    "adam_8bit": (2.5, 1.5),
+    "adamw_8bit": (2.5, 1.5),
+    # GaLore / Fira on projected matrices (almost every element at rank 128 of width 256): read p, g; write p; the
+    # moments live in the rank-r subspace (r / n of the elements) and are neglected, as is the SVD every T = 200 steps
+    # (the timed steps fall between two refreshes). The projections are matrix products: compute, not traffic.
+    "galore": (2, 1),
+    "fira": (2, 1),
 }
 # The yardsticks: torch.optim.AdamW, multi-tensor and fused.
 YARDSTICKS = {"torch AdamW foreach": {"foreach": True}, "torch AdamW fused": {"fused": True}}
@@ -362,24 +371,30 @@ def plan_optimizer(
         period = {**defaults, **options}["update_period"]
         return lambda ps: GivenCurvature(optim.create(name, ps, **options), _ours_given_curvature, period)
 
+    # An optimizer with one path (no `foreach` option: GaLore, Fira) is timed once, in the foreach column.
+    multi = {"foreach": True} if info.has_foreach_option else {}
+    row["one_path"] = not multi
     measurements = [
         Measurement(
-            f"{name} foreach",
-            ours(foreach=True),
+            f"{name} foreach" if multi else f"{name} (one path)",
+            ours(**multi),
             warmup,
             per_round(args.repeats),
             row,
             "foreach_samples_s",
-        ),
-        Measurement(
-            f"{name} single-tensor",
-            ours(foreach=False),
-            warmup,
-            per_round(args.single_repeats),
-            row,
-            "single_tensor_samples_s",
-        ),
+        )
     ]
+    if multi:
+        measurements.append(
+            Measurement(
+                f"{name} single-tensor",
+                ours(foreach=False),
+                warmup,
+                per_round(args.single_repeats),
+                row,
+                "single_tensor_samples_s",
+            )
+        )
     if info.reference.startswith("torch.optim"):
         row["reference_note"] = "is torch.optim"
         return row, measurements
@@ -410,7 +425,7 @@ def plan_optimizer(
     measurements += [
         Measurement(
             f"{name} foreach at the reference's settings",
-            ours(foreach=True, **hp),
+            ours(**multi, **hp),
             ref_warmup,
             per_round(args.repeats),
             ref,
@@ -517,7 +532,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     adamw_foreach_ms = adamw["torch AdamW foreach"]["median_ms"]
     for row in rows:
         row["foreach_ms"] = _median_ms(row["foreach_samples_s"])
-        row["single_tensor_ms"] = _median_ms(row["single_tensor_samples_s"])
+        row["single_tensor_ms"] = None if row["one_path"] else _median_ms(row["single_tensor_samples_s"])
         row["x_adamw_foreach"] = row["foreach_ms"] / adamw_foreach_ms
         row["limit_ms"] = 1000 * row["bytes_per_param"] * n_params / bytes_per_s
         row["x_limit"] = row["foreach_ms"] / row["limit_ms"]
@@ -605,6 +620,8 @@ def markdown(results: dict[str, Any]) -> str:
         label = row["optimizer"]
         if row["per_example_batch"]:
             label += f" ({row['per_example_batch']} per-example gradients)"
+        if row["one_path"]:
+            label += " (one path)"
         lines.append(
             f"| {label} | {_ms(row['foreach_ms'])} | {_ms(row['single_tensor_ms'])} "
             f"| {_x(row['x_adamw_foreach'])} | {ref_cell} | {_x(ref['x_reference'] if ref else None)} "

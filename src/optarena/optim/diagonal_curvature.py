@@ -40,7 +40,7 @@ import torch
 
 from optarena.curvature import gaussian_like, hutchinson_diagonal, hvp_from_grads, rademacher_like
 from optarena.optim.base import ElementwiseOptimizer
-from optarena.optim.validation import check_range, check_seed
+from optarena.optim.validation import check_int, check_seed
 
 ESTIMATORS = ("hutchinson", "external")
 PROBES = {"rademacher": rademacher_like, "gaussian": gaussian_like}
@@ -65,10 +65,8 @@ class DiagonalCurvatureOptimizer(ElementwiseOptimizer):
     ) -> None:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        check_range("update_period", update_period, 1)
-        check_range("samples", samples, 1)
-        if int(update_period) != update_period or int(samples) != samples:
-            raise ValueError(f"update_period and samples must be integers, got {update_period!r} and {samples!r}")
+        check_int("update_period", update_period, 1)
+        check_int("samples", samples, 1)
         check_seed(seed)
         super().__init__(params, defaults)
         self.estimator = estimator

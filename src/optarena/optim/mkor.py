@@ -76,7 +76,7 @@ from torch.utils.hooks import RemovableHandle
 
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_lr, check_range, check_weight_decay
+from optarena.optim.validation import check_int, check_lr, check_range, check_weight_decay
 
 
 def sherman_morrison_ema_inverse(inverse: Tensor, vector: Tensor, decay: float) -> Tensor:
@@ -93,11 +93,6 @@ def stabilize(inverse: Tensor, threshold: float, factor: float) -> Tensor:
     blended = inverse * (1 - factor)
     blended.diagonal().add_(factor)
     return blended
-
-
-def _check_int(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 @dataclass
@@ -144,13 +139,13 @@ class MKOR(torch.optim.Optimizer):
         check_lr(lr)
         check_range("momentum", momentum, 0.0, 1.0)
         check_weight_decay(weight_decay)
-        _check_int("inv_freq", inv_freq, 1)
+        check_int("inv_freq", inv_freq, 1)
         check_range("stat_decay", stat_decay, 0.0, 1.0, low_open=True)
         check_range("stabilization_threshold", stabilization_threshold, 0.0, low_open=True)
         check_range("stabilization_factor", stabilization_factor, 0.0, 1.0, high_open=False)
-        _check_int("warmup_steps", warmup_steps, 0)
+        check_int("warmup_steps", warmup_steps, 0)
         if fallback_step is not None:
-            _check_int("fallback_step", fallback_step, 0)
+            check_int("fallback_step", fallback_step, 0)
         if params is None:
             params = [p for p in model.parameters() if p.requires_grad]
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})

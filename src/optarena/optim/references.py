@@ -160,6 +160,69 @@ def _step_with_given_hessian(reference: torch.optim.Optimizer, hessian: list | N
     reference.step(hessian=hessian)
 
 
+def _galore_reference():
+    from galore_torch import GaLoreAdamW
+
+    projection_keys = ("rank", "update_proj_gap", "scale", "proj_type")
+
+    def build(groups: list[dict]) -> torch.optim.Optimizer:
+        # galore-torch projects every parameter of a group that carries `rank`: such a group gets the matrices
+        # GaLore projects (2-D, smaller side above the rank), a plain group with the same settings the rest.
+        split = []
+        for group in groups:
+            projection = {key: group.pop(key) for key in projection_keys}
+            params = group.pop("params")
+            projected = [p for p in params if p.dim() == 2 and min(p.shape) > projection["rank"]]
+            others = [p for p in params if all(p is not q for q in projected)]
+            split += [{"params": projected, **group, **projection}, {"params": others, **group}]
+        return GaLoreAdamW([group for group in split if group["params"]], no_deprecation_warning=True)
+
+    build.__wrapped__ = GaLoreAdamW
+    return build
+
+
+def _fira_reference():
+    from pytorch_optimizer import Fira
+
+    return Fira
+
+
+def _projection_group(hp: dict, proj_type_key: str) -> dict:
+    return {
+        **_adam_group(hp),
+        "rank": hp["rank"],
+        "update_proj_gap": hp["update_proj_gap"],
+        "scale": hp["scale"],
+        proj_type_key: "std",
+    }
+
+
+# rank 2 lies below the smaller side of every weight matrix of the test networks (so both sides project the same
+# ones); T = 25 and 40 recompute the projector 8 and 5 times in 200 steps.
+PROJECTION_CONFIGS = [
+    {
+        "lr": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-6,
+        "weight_decay": 0.0,
+        "rank": 2,
+        "update_proj_gap": 25,
+        "scale": 0.25,
+    },
+    {
+        "lr": 3e-3,
+        "beta1": 0.8,
+        "beta2": 0.99,
+        "eps": 1e-8,
+        "weight_decay": 0.1,
+        "rank": 2,
+        "update_proj_gap": 40,
+        "scale": 1.0,
+    },
+]
+
+
 def _adam_group(hp: dict) -> dict:
     return {"lr": hp["lr"], "betas": (hp["beta1"], hp["beta2"]), "eps": hp["eps"], "weight_decay": hp["weight_decay"]}
 
@@ -505,5 +568,19 @@ CASES = [
         our_options={"spatial_averaging": False},  # pytorch-optimizer averages nothing
         hessian="hutchinson",
         reference_step=_step_with_given_hessian,
+    ),
+    ReferenceCase(
+        name="galore",
+        reference=_galore_reference,
+        translate=lambda hp: _projection_group(hp, "proj_type"),
+        configs=PROJECTION_CONFIGS,
+        our_options={"reference_compat": True},  # HF-style bias correction, decay after the update, float32 SVD
+    ),
+    ReferenceCase(
+        name="fira",
+        reference=_fira_reference,
+        translate=lambda hp: _projection_group(hp, "projection_type"),
+        configs=PROJECTION_CONFIGS,
+        our_options={"reference_compat": True},  # + residual G - aPR, 1e-8 guards, 1-based projector schedule
     ),
 ]

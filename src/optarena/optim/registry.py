@@ -6,6 +6,7 @@ arena configs, the CLI and search spaces speak one vocabulary.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,12 @@ class OptimizerInfo:
     @property
     def needs_closure(self) -> bool:
         return self.curvature == "hutchinson"
+
+    @property
+    def has_foreach_option(self) -> bool:
+        """Does the factory take `foreach` (a multi-tensor path besides the single-tensor one)?"""
+        parameters = inspect.signature(self.factory).parameters
+        return "foreach" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 _REGISTRY: dict[str, OptimizerInfo] = {}

@@ -62,21 +62,10 @@ import torch
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.base import ElementwiseOptimizer, Tensors
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import (
-    adam_defaults,
-    check_beta,
-    check_range,
-)
+from optarena.optim.validation import adam_defaults, check_beta, check_int, check_range
 
 # Where the cosine warmup after a reset starts: its learning-rate factor rises from about 1 - 0.99 to 1.
 _WARMUP_START_DEATH_RATE = 0.99
-
-
-def check_integer(name: str, value: float, low: int) -> None:
-    """Raise ValueError unless `value` is a whole number >= low."""
-    check_range(name, value, low)
-    if value != int(value):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
 
 
 class _AdamScalars(NamedTuple):
@@ -178,10 +167,10 @@ class SPAM(_MomentResetAdam):
             clip_delay=clip_delay,
             reference_compat=reference_compat,
         )
-        check_integer("reset_interval", reset_interval, 1)
+        check_int("reset_interval", reset_interval, 1)
         check_range("threshold", threshold, 0.0)
-        check_integer("warmup_steps", warmup_steps, 0)
-        check_integer("clip_delay", clip_delay, 0)
+        check_int("warmup_steps", warmup_steps, 0)
+        check_int("clip_delay", clip_delay, 0)
         super().__init__(params, defaults)
 
     @staticmethod
@@ -284,7 +273,7 @@ class StableSPAM(_MomentResetAdam):
             gamma3=gamma3,
             reset_interval=reset_interval,
         )
-        check_integer("reset_interval", reset_interval, 1)
+        check_int("reset_interval", reset_interval, 1)
         check_beta("gamma1", gamma1)
         check_beta("gamma2", gamma2)
         check_beta("gamma3", gamma3)

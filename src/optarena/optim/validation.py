@@ -21,6 +21,12 @@ def check_range(
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
 
 
+def check_int(name: str, value: int, low: int) -> None:
+    """An integer (bool excluded) of at least `low`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def check_seed(seed: int) -> None:
     """A random seed: a non-negative integer (bool excluded)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

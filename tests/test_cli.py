@@ -1,5 +1,6 @@
 """The command line, in-process: listings, and bad input that ends in one clear line and exit code 2."""
 
+import dataclasses
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -73,3 +74,53 @@ def test_profile_writes_one_svg_per_ruleset(tmp_path: Path) -> None:
     written = sorted(tmp_path.glob("p-*.svg"))
     assert written and all(f.read_text().startswith("<svg") for f in written)
     assert "performance profiles" in written[0].read_text()
+
+
+def test_measure_flags_set_or_override_the_suites_plan(tmp_path: Path) -> None:
+    from optarena.arena import suite as suite_lib
+    from optarena.cli import with_measurements
+
+    spec = suite_lib.load("demo")
+    assert with_measurements(spec, None, None) is spec
+    plan = with_measurements(spec, "sharpness, noise_scale", 25).measure
+    assert plan.kinds == ("sharpness", "noise_scale") and plan.every_steps == 25
+    again = with_measurements(dataclasses.replace(spec, measure=plan), None, 10).measure
+    assert again.kinds == ("sharpness", "noise_scale") and again.every_steps == 10
+    result = runner.invoke(app, ["run", "demo", "--db", str(tmp_path / "x.db"), "--measure", "sharpness"])
+    assert result.exit_code == 2 and "--measure-every" in said(result)
+    bad = ["run", "demo", "--db", str(tmp_path / "x.db"), "--measure", "hessian", "--measure-every", "5"]
+    result = runner.invoke(app, bad)
+    assert result.exit_code == 2 and "kinds must be" in said(result)
+
+
+def test_diagnostics_writes_the_figure_and_prints_the_tables(tmp_path: Path) -> None:
+    from arena_worker import SUITE, fake_trial_factory
+    from optarena.arena.measurements import Measurement
+    from optarena.arena.runner import run_suite
+    from optarena.arena.storage import Store
+
+    def measured_trial(*args, **kwargs):
+        result = fake_trial_factory(None)(*args, **kwargs)
+        change = [{"index": 4, "delta": 0.75, "loss": 2.0, "text": "def f():"}]
+        result.measurements = [
+            Measurement(step, kind, values, 0.01)
+            for step in (0, 10)
+            for kind, values in (
+                ("sharpness", {"sharpness": 3.0 + step, "threshold": 40.0, "preconditioned_sharpness": None}),
+                ("noise_scale", {"b_simple": 50.0}),
+                ("opposing_signals", {"rose": change if step else [], "fell": [], "gradient_cosine": -0.5}),
+            )
+        ]
+        return result
+
+    db = tmp_path / "x.db"
+    run_suite(SUITE, Store(db), "plain", trial_fn=fake_trial_factory(None))
+    result = runner.invoke(app, ["diagnostics", str(tmp_path / "d.svg"), "--db", str(db)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "has no measurements" in said(result)
+    run_suite(SUITE, Store(db), "measured", trial_fn=measured_trial)
+    result = runner.invoke(app, ["diagnostics", str(tmp_path / "d.svg"), "--db", str(db)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in tmp_path.glob("d-*.svg"))
+    assert written == ["d-digits_logreg.svg", "d-quadratic_deep.svg"]
+    assert "stability threshold" in (tmp_path / "d-quadratic_deep.svg").read_text()
+    assert "def f():" in said(result) and "measurement cost" in said(result) and "opposing_signals" in said(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_matches_reference_step_by_step(case: ReferenceCase, network: str, two_g
                 ours.step()
                 reference.step()
             else:  # a closure too, which Hutchinson-kind optimizers require (the estimate given replaces theirs)
-                ours.step(lambda: nn.functional.mse_loss(ours_model(inputs), targets), hessian=hessian)
+                ours.step(partial(nn.functional.mse_loss, ours_model(inputs), targets), hessian=hessian)
                 case.reference_step(reference, hessian)
             for a, b in zip(ours_model.parameters(), ref_model.parameters(), strict=True):
                 scale = b.abs().max().clamp_min(1e-30)

@@ -20,8 +20,9 @@ from sqlalchemy import func, select
 
 from arena_worker import SUITE, fake_trial_factory, slow_fake_trial
 from optarena.arena.entrants import resolve
+from optarena.arena.measurements import KINDS, Measurement, MeasurementPlan
 from optarena.arena.runner import run_parallel, run_suite
-from optarena.arena.storage import EvalPointRow, RunConfigMismatch, Store, TrialRow
+from optarena.arena.storage import Base, EvalPointRow, MeasurementRow, RunConfigMismatch, Store, TrialRow
 from optarena.arena.suite import Suite
 from optarena.arena.trial import TrialResult
 
@@ -116,6 +117,75 @@ def test_finish_writes_result_and_points_once_and_only_for_the_owner(store: Stor
     row = next(t for t in store.trials(run_id) if t.id == trial.id)
     assert row.status == "finished" and row.outcome == "reached" and row.steps_to_target == 30
     assert [p.step for p in store.eval_points([trial.id])[trial.id]] == [10, 20, 30]
+
+
+def measured_result(seed: int):
+    result = fake_trial_factory(None)(None, None, {}, seed)
+    result.measurements = [
+        Measurement(0, "sharpness", {"sharpness": 1.5, "threshold": None}, 0.25),
+        Measurement(0, "noise_scale", {"b_simple": 12.0}, 0.125),
+        Measurement(10, "sharpness", {"sharpness": 2.5, "threshold": 40.0}, 0.5),
+    ]
+    return result
+
+
+def test_finish_stores_measurements_and_a_reset_drops_them(store: Store) -> None:
+    run_id = _open(store)
+    first, second = store.claim(run_id, "me:1:a"), store.claim(run_id, "me:1:a")
+    assert store.finish(first.id, "me:1:a", measured_result(5))
+    store.finish(second.id, "me:1:a", fake_trial_factory(None)(None, None, {}, 5))
+    found = store.measurements([first.id, second.id])
+    assert found[second.id] == []
+    rows = found[first.id]
+    assert [(r.step, r.kind, r.seconds) for r in rows] == [
+        (0, "sharpness", 0.25),
+        (0, "noise_scale", 0.125),
+        (10, "sharpness", 0.5),
+    ]
+    assert rows[0].values == {"sharpness": 1.5, "threshold": None} and rows[2].values["threshold"] == 40.0
+    assert [r.step for r in store.measurements([first.id], kind="sharpness")[first.id]] == [0, 10]
+    assert store.reset_finished(run_id, 0.0, time.time() + 1) == 2
+    assert store.measurements([first.id])[first.id] == []
+
+
+def test_an_old_database_gains_the_measurements_table_and_keeps_its_rows(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    old_tables = [t for name, t in Base.metadata.tables.items() if name != MeasurementRow.__tablename__]
+    Base.metadata.create_all(engine, tables=old_tables)  # the schema before measurements existed
+    engine.dispose()
+    old = Store.__new__(Store)  # write a finished trial through the old tables only
+    old.url, old.engine = url, create_engine(url)
+    run_id = old.open_run("r", SUITE.to_config(), {})
+    old.add_planned(run_id, SUITE.plan())
+    trial = old.claim(run_id, "me:1:a")
+    with old.session() as s:
+        s.execute(TrialRow.__table__.update().where(TrialRow.id == trial.id).values(status="finished", steps=30))
+        s.commit()
+    assert "measurements" not in inspect(old.engine).get_table_names()
+    store = Store(url)
+    assert "measurements" in inspect(store.engine).get_table_names()
+    assert store.open_run("r", SUITE.to_config(), {}) == run_id  # the old run resumes
+    assert store.count(run_id, "finished") == 1 and store.measurements([trial.id]) == {trial.id: []}
+
+
+def test_a_suite_with_a_plan_passes_it_to_every_trial_and_stores_what_comes_back(tmp_path: Path) -> None:
+    plan = MeasurementPlan(KINDS, every_steps=10)
+    suite = Suite(name="m", workloads=["quadratic_deep"], entrants=[resolve("sgd")], studies=1, trials=2, measure=plan)
+    seen = []
+
+    def trial_fn(workload, entrant, hparams, seed, budget_scale=1.0, on_eval=None, measure=None):
+        seen.append(measure)
+        return measured_result(seed)
+
+    store = Store(tmp_path / "m.db")
+    summary = run_suite(suite, store, trial_fn=trial_fn)
+    assert seen == [plan, plan]
+    trials = store.trials(summary.run_id)
+    assert all(len(rows) == 3 for rows in store.measurements(t.id for t in trials).values())
+    assert store.run_by_name("m").config["measure"] == plan.to_config()
 
 
 def test_trials_finished_in_a_window_are_reset_for_a_rerun(store: Store) -> None:

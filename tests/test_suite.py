@@ -47,6 +47,11 @@ def test_yaml_and_toml_files_give_the_same_suite(tmp_path: Path) -> None:
             "{lr: {type: cubic, low: 1, high: 2}}}]\n",
             "search-space type",
         ),
+        (
+            "name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\nmeasure: {kinds: [hessian], every_steps: 5}\n",
+            "kinds must be",
+        ),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\nmeasure: {kinds: [sharpness]}\n", "every_steps"),
     ],
 )
 def test_bad_suite_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
@@ -61,3 +66,24 @@ def test_unknown_suite_name() -> None:
         suite_lib.load("no-such-suite")
     with pytest.raises(FileNotFoundError):
         suite_lib.load("missing.yaml")
+
+
+def test_measure_is_read_from_yaml_and_toml_and_only_then_part_of_the_config(tmp_path: Path) -> None:
+    from optarena.arena.measurements import MeasurementPlan
+
+    base = "name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\n"
+    (tmp_path / "plain.yaml").write_text(base)
+    (tmp_path / "m.yaml").write_text(
+        base + "measure: {kinds: [sharpness, opposing_signals], every_steps: 50, top_k: 3}\n"
+    )
+    (tmp_path / "m.toml").write_text(
+        'name = "s"\nworkloads = ["quadratic_deep"]\nentrants = ["adamw"]\n'
+        '[measure]\nkinds = ["sharpness", "opposing_signals"]\nevery_steps = 50\ntop_k = 3\n'
+    )
+    plain = suite_lib.load(tmp_path / "plain.yaml")
+    assert plain.measure is None and "measure" not in plain.to_config()  # stored runs without it still resume
+    measured = suite_lib.load(tmp_path / "m.yaml")
+    assert measured.measure == MeasurementPlan(("sharpness", "opposing_signals"), every_steps=50, top_k=3)
+    assert measured.to_config() == suite_lib.load(tmp_path / "m.toml").to_config()
+    assert measured.to_config()["measure"]["every_steps"] == 50
+    assert {k: v for k, v in measured.to_config().items() if k != "measure"} == plain.to_config()

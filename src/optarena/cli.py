@@ -156,12 +156,39 @@ def run(
     workers: Annotated[
         int, typer.Option(help="Processes claiming trials in parallel (each gets its share of CPU threads).")
     ] = 1,
+    measure: Annotated[
+        str | None,
+        typer.Option(
+            help="Training diagnostics to measure in every trial, comma-separated: sharpness, noise_scale, "
+            "opposing_signals (off unless given here or in the suite). Measured off the submission clock."
+        ),
+    ] = None,
+    measure_every: Annotated[
+        int | None, typer.Option(help="Steps between measurements (needed with --measure unless the suite sets it).")
+    ] = None,
 ) -> None:
     """Run (or resume) a suite, then print the leaderboard and write the HTML report."""
     with user_errors():
         spec = suite_lib.load(suite)
         overrides = {k: v for k, v in {"studies": studies, "trials": trials, "size": size}.items() if v is not None}
-        _run(dataclasses.replace(spec, **overrides), db, name, report, out, workers)
+        spec = with_measurements(dataclasses.replace(spec, **overrides), measure, measure_every)
+        _run(spec, db, name, report, out, workers)
+
+
+def with_measurements(spec: suite_lib.Suite, kinds: str | None, every: int | None) -> suite_lib.Suite:
+    """The suite with its measurement plan's kinds and/or period replaced by --measure / --measure-every."""
+    from optarena.arena.measurements import MeasurementPlan
+
+    if kinds is None and every is None:
+        return spec
+    if spec.measure is None and (kinds is None or every is None):
+        raise ValueError(
+            "--measure and --measure-every go together (the suite has no measure: section to take the other from)"
+        )
+    names = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds is not None else spec.measure.kinds
+    every = every if every is not None else spec.measure.every_steps
+    plan = MeasurementPlan(names, every) if spec.measure is None else spec.measure
+    return dataclasses.replace(spec, measure=dataclasses.replace(plan, kinds=names, every_steps=every))
 
 
 def _run(spec: suite_lib.Suite, db: str, name: str | None, report: bool, out: Path | None, workers: int) -> None:
@@ -230,6 +257,54 @@ def profile(
             title = f"{results.run.name}: performance profiles ({ruleset} tuning)"
             path.write_text(plots.performance_profiles(board, title, colors))
             console.print(f"profile: {path}")
+
+
+@app.command()
+def diagnostics(
+    out: Annotated[Path, typer.Argument(help="SVG file to write (one figure per measured workload: -WORKLOAD added).")],
+    db: DbOption = DEFAULT_DB,
+    run_name: RunOption = None,
+) -> None:
+    """Write a run's training-diagnostics figures (sharpness against its stability threshold, gradient noise scale)
+    as SVG files, and print the opposing-signals examples and what the measurements cost."""
+    from optarena.report import plots
+    from optarena.report.diagnostics import diagnostics_sections
+    from optarena.report.results import load_results
+
+    with user_errors():
+        store = Store(db)
+        results = load_results(store, run_name)
+        entrants = [e["name"] for e in results.run.config["entrants"]]
+        sections = diagnostics_sections(store, results, plots.entrant_colors(entrants))
+        if not sections:
+            raise LookupError(
+                f"run {results.run.name!r} has no measurements: run its suite with --measure KINDS --measure-every N "
+                "(or a measure: section)"
+            )
+    for section in sections:
+        if section.svg:
+            path = out.with_name(f"{out.stem}-{section.workload}{out.suffix or '.svg'}")
+            path.write_text(section.svg)
+            console.print(f"diagnostics: {path}")
+        table = Table(title=escape(f"{section.workload}: largest per-example loss changes (opposing signals)"))
+        for column in ("entrant", "study", "step", "change", "example", "delta", "loss now", "text", "cosine"):
+            table.add_column(column)
+        for r in section.opposing:
+            cells = (r["entrant"], r["study"], r["step"], r["direction"], r["index"], r["delta"], r["loss"])
+            cosine = "-" if r["cosine"] is None else f"{r['cosine']:.3f}"
+            texts = (f"{c:.4g}" if isinstance(c, float) else str(c) for c in cells)
+            table.add_row(*map(escape, texts), escape(f"'{r['text']}'" if r["text"] else ""), cosine)
+        if section.opposing:
+            console.print(table)
+        costs = Table(title=escape(f"{section.workload}: measurement cost (wall seconds, off the submission clock)"))
+        for column in ("measurement", "count", "median (s)", "total (s)", "median / training step"):
+            costs.add_column(column)
+        for c in section.costs:
+            ratio = "-" if c["x_step"] is None else f"{c['x_step']:.1f}x"
+            costs.add_row(c["kind"], str(c["count"]), f"{c['median_s']:.3f}", f"{c['total_s']:.2f}", ratio)
+        console.print(costs)
+        for error in section.errors:
+            console.print(f"[red]measurement error:[/red] {escape(error)}")
 
 
 @app.command()

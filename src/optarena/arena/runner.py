@@ -2,7 +2,8 @@
 
 Several processes (or machines sharing a database URL) may run the same suite and run name at once: each claims
 different trials. Rerunning after an interruption resumes: finished trials are kept, a trial whose process died
-is rerun from scratch.
+is rerun from scratch. A suite with a measurement plan (`measure:`) passes it to every trial; the trials'
+measurements are stored with their results.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def run_suite(
             progress.trial_step(point.step)
 
         workload.prepare()  # data loading happens before the trial's clock exists
-        result = trial_fn(workload, entrant, trial.hparams, trial.seed, budget_scale=scale, on_eval=on_eval)
+        # a suite's measurement plan goes to the trial only when there is one (trial functions need not know it)
+        measure = {"measure": suite.measure} if suite.measure is not None else {}
+        result = trial_fn(workload, entrant, trial.hparams, trial.seed, budget_scale=scale, on_eval=on_eval, **measure)
         store.finish(trial.id, owner, result)
         progress.trial_finished(trial, result, store.count(run_id, "finished"))
         ran += 1

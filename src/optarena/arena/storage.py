@@ -4,10 +4,13 @@ Resumable and shareable by design:
 - every trial of a run is planned up front as a row with status 'pending';
 - a worker claims a trial with one conditional UPDATE (pending -> running), so two processes never run the same
   trial;
-- a finished trial's evaluation points and results are written in one transaction, so a trial killed midway
-  leaves no partial rows;
+- a finished trial's evaluation points, measurements and results are written in one transaction, so a trial killed
+  midway leaves no partial rows;
 - a 'running' trial whose owner process is dead (same host) or whose heartbeat is older than the lease (other
   hosts) is put back to 'pending' and rerun from scratch.
+
+Opening a store creates the tables it lacks (`create_all`), so a database written before a table existed (the
+`measurements` table, say) gains it, empty, and keeps everything else.
 """
 
 from __future__ import annotations
@@ -100,6 +103,18 @@ class EvalPointRow(Base):
     wall_time: Mapped[float] = mapped_column(Float)
     train_loss: Mapped[float] = mapped_column(Float)
     metrics: Mapped[dict] = mapped_column(JSON)
+
+
+class MeasurementRow(Base):
+    """One training diagnostic of a trial at one step (`optarena.arena.measurements`); `values` as measured."""
+
+    __tablename__ = "measurements"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(40))
+    values: Mapped[dict] = mapped_column(JSON)
+    seconds: Mapped[float] = mapped_column(Float)
 
 
 # What `finish` writes; `reset_finished` clears it.
@@ -288,7 +303,8 @@ class Store:
             s.commit()
 
     def finish(self, trial_id: int, owner: str, result: TrialResult) -> bool:
-        """Store a trial's result and evaluation points in one transaction; False if the trial was taken away."""
+        """Store a trial's result, evaluation points and measurements in one transaction; False if the trial was
+        taken away."""
         with self.session() as s:
             updated = s.execute(
                 update(TrialRow)
@@ -313,13 +329,16 @@ class Store:
             s.execute(delete(EvalPointRow).where(EvalPointRow.trial_id == trial_id))
             if result.eval_points:
                 s.execute(insert(EvalPointRow), [{"trial_id": trial_id, **asdict(p)} for p in result.eval_points])
+            s.execute(delete(MeasurementRow).where(MeasurementRow.trial_id == trial_id))
+            if result.measurements:
+                s.execute(insert(MeasurementRow), [{"trial_id": trial_id, **asdict(m)} for m in result.measurements])
             s.commit()
             return True
 
     def reset_finished(self, run_id: int, finished_from: float, finished_until: float) -> int:
         """Return to 'pending' the run's trials that finished within [finished_from, finished_until] (Unix
-        seconds), dropping their results and evaluation points, so the next `run` redoes them: for trials whose
-        clock was disturbed by other work on the machine. Returns how many."""
+        seconds), dropping their results, evaluation points and measurements, so the next `run` redoes them: for
+        trials whose clock was disturbed by other work on the machine. Returns how many."""
         with self.session() as s:
             window = (
                 TrialRow.run_id == run_id,
@@ -330,6 +349,7 @@ class Store:
             ids = list(s.scalars(select(TrialRow.id).where(*window)))
             if ids:
                 s.execute(delete(EvalPointRow).where(EvalPointRow.trial_id.in_(ids)))
+                s.execute(delete(MeasurementRow).where(MeasurementRow.trial_id.in_(ids)))
                 cleared = dict.fromkeys(RESULT_COLUMNS)
                 s.execute(update(TrialRow).where(TrialRow.id.in_(ids)).values(status="pending", owner=None, **cleared))
             s.commit()
@@ -360,3 +380,15 @@ class Store:
             ):
                 points[row.trial_id].append(row)
         return points
+
+    def measurements(self, trial_ids: Iterable[int], kind: str | None = None) -> dict[int, list[MeasurementRow]]:
+        """Each trial's measurements (of one `kind`, or all), by step and then in the order they were taken."""
+        ids = list(trial_ids)
+        found: dict[int, list[MeasurementRow]] = {i: [] for i in ids}
+        with self.session() as s:
+            query = select(MeasurementRow).where(MeasurementRow.trial_id.in_(ids))
+            if kind is not None:
+                query = query.where(MeasurementRow.kind == kind)
+            for row in s.scalars(query.order_by(MeasurementRow.trial_id, MeasurementRow.step, MeasurementRow.id)):
+                found[row.trial_id].append(row)
+        return found

@@ -10,6 +10,10 @@ A suite is read from a YAML or TOML file (or a built-in one by name, from `optar
     trials: 3           # T, per study, for external-tuning entrants
     seed: 0
     self_tuning_budget_scale: 3.0
+    measure: {kinds: [sharpness, noise_scale, opposing_signals], every_steps: 50}   # optional diagnostics
+
+`measure` (off when absent) takes the fields of `optarena.arena.measurements.MeasurementPlan`; it is part of the
+run's configuration only when given, so runs stored before it existed resume unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import yaml
 
 from optarena.arena import entrants as entrant_lib
 from optarena.arena.entrants import Entrant
+from optarena.arena.measurements import MeasurementPlan
 from optarena.arena.tuning import PlannedTrial, plan_trials
 from optarena.hparams import Choice, LogUniform, OneMinusLogUniform, SearchSpace, Uniform
 from optarena.workloads import registry as workload_registry
@@ -40,6 +45,7 @@ _KEYS = {
     "seed",
     "self_tuning_budget_scale",
     "description",
+    "measure",
 }
 
 
@@ -54,6 +60,7 @@ class Suite:
     seed: int = 0
     self_tuning_budget_scale: float = 3.0
     description: str = ""
+    measure: MeasurementPlan | None = None
 
     def __post_init__(self) -> None:
         if self.size not in SIZES:
@@ -85,8 +92,8 @@ class Suite:
         return sorted(planned, key=lambda t: (t.study, t.index, t.workload))
 
     def to_config(self) -> dict[str, Any]:
-        """A JSON-able description; a stored run resumes only with an equal one."""
-        return {
+        """A JSON-able description; a stored run resumes only with an equal one. `measure` appears only when set."""
+        config = {
             "name": self.name,
             "size": self.size,
             "workloads": list(self.workloads),
@@ -96,6 +103,9 @@ class Suite:
             "seed": self.seed,
             "self_tuning_budget_scale": self.self_tuning_budget_scale,
         }
+        if self.measure is not None:
+            config["measure"] = self.measure.to_config()
+        return config
 
 
 def _dimension(spec: Any) -> Any:
@@ -135,6 +145,7 @@ def from_mapping(data: dict[str, Any]) -> Suite:
         seed=int(data.get("seed", 0)),
         self_tuning_budget_scale=float(data.get("self_tuning_budget_scale", 3.0)),
         description=data.get("description", ""),
+        measure=MeasurementPlan.from_config(data["measure"]) if data.get("measure") is not None else None,
     )
 
 

@@ -3,7 +3,8 @@
 The loop evaluates every `eval_every_steps` steps with the clock paused, stops as soon as the validation target is
 met (time- and steps-to-target are those of that evaluation), when the step or time budget is spent, or when the
 training loss stops being finite (outcome 'diverged'). Any exception in the submission is recorded as outcome
-'error' with its message instead of crashing the run.
+'error' with its message instead of crashing the run. A trial given a `MeasurementPlan` also takes training
+diagnostics between steps, off the clock and without changing the trajectory (`optarena.arena.measurements`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from optarena import optim
 from optarena.arena.clock import SubmissionClock
 from optarena.arena.entrants import Entrant
+from optarena.arena.measurements import Measurement, MeasurementPlan, Measurer
 from optarena.curvature import gnb_diagonal
 from optarena.optim.per_example import per_example_grads
 from optarena.workloads.base import Workload
@@ -50,6 +52,7 @@ class TrialResult:
     final_metrics: dict[str, float] = field(default_factory=dict)
     eval_points: list[EvalPoint] = field(default_factory=list)
     error: str | None = None
+    measurements: list[Measurement] = field(default_factory=list)
 
 
 def _is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
@@ -112,12 +115,14 @@ def run_trial(
     on_eval: Callable[[EvalPoint], None] | None = None,
     timer: Callable[[], float] = time.perf_counter,
     target_setting: bool = False,
+    measure: MeasurementPlan | None = None,
 ) -> TrialResult:
     """Run one trial; budgets (steps and seconds) are the workload's times `budget_scale`.
 
     The entrant's schedule spans the step budget (AlgoPerf's `step_hint` is the steps that fit in the budget).
     A `target_setting` run (calibration) is instead exactly `step_hint` steps long, schedule included, and stops
-    neither at the target nor at the time budget.
+    neither at the target nor at the time budget. `measure` (default: none) adds the plan's diagnostics at step 0
+    and every `measure.every_steps` steps, with the clock paused, to `TrialResult.measurements`.
     """
     config, target = workload.config, workload.target
     horizon = config.step_hint if target_setting else config.step_budget
@@ -133,6 +138,9 @@ def run_trial(
         optimizer, scheduler = entrant.build(model if entry.needs_model else model.parameters(), hparams, horizon)
         train_step = make_train_step(workload, model, optimizer, entry, seed)
         batches = workload.train_batches(seed)
+        measurer = Measurer(measure, workload, seed, timer) if measure is not None else None
+        if measurer is not None:
+            result.measurements += measurer.measure(0, model, optimizer)
         loss_sum, loss_count, last_eval_time = 0.0, 0, 0.0
         while result.steps < max_steps and clock.elapsed < time_budget:
             with clock.running():
@@ -145,6 +153,8 @@ def run_trial(
                 result.outcome = "diverged"
                 break
             loss_sum, loss_count = loss_sum + loss_value, loss_count + 1
+            if measurer is not None and measurer.due(result.steps):
+                result.measurements += measurer.measure(result.steps, model, optimizer)
             last_step = result.steps >= max_steps or clock.elapsed >= time_budget
             time_due = config.eval_every_seconds is not None and (
                 clock.elapsed - last_eval_time >= config.eval_every_seconds

@@ -24,6 +24,7 @@ from optarena.curvature.hutchinson import gaussian_like, hutchinson_diagonal, hu
 from optarena.curvature.hvp import functional_hvp, hvp, hvp_from_grads, model_loss_function
 from optarena.curvature.noise_scale import (
     GradientNoiseScale,
+    noise_estimates_from_per_example,
     noise_scale_from_per_example,
     squared_grad_norm,
     unbiased_noise_estimates,
@@ -40,6 +41,7 @@ __all__ = [
     "hvp_from_grads",
     "lanczos",
     "model_loss_function",
+    "noise_estimates_from_per_example",
     "noise_scale_from_per_example",
     "per_example_grads",
     "power_iteration",

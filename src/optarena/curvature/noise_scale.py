@@ -88,9 +88,9 @@ class GradientNoiseScale:
         return self.trace_sigma / g_squared if g_squared else math.nan
 
 
-def noise_scale_from_per_example(grad_samples: Sequence[Tensor]) -> float:
-    """B_simple from per-example gradients: one [B, *shape] tensor per parameter (the `p.grad_sample` layout of
-    `per_example_grads`), B >= 2. Each example is a batch of size 1 and the mean of all B a batch of size B, so
+def noise_estimates_from_per_example(grad_samples: Sequence[Tensor]) -> tuple[float, float]:
+    """(|G|^2, tr(Sigma)) from per-example gradients: one [B, *shape] tensor per parameter (the `p.grad_sample` layout
+    of `per_example_grads`), B >= 2. Each example is a batch of size 1 and the mean of all B a batch of size B, so
     |G_small|^2 is the mean over examples of their squared norms and |G_big|^2 that of the mean gradient; the
     Appendix A formulas then give tr(Sigma) = sum_i |g_i - g_mean|^2 / (B - 1) and |G|^2 = |g_mean|^2 - tr(Sigma)/B.
     """
@@ -104,5 +104,10 @@ def noise_scale_from_per_example(grad_samples: Sequence[Tensor]) -> float:
     flat = torch.cat([sample.detach().reshape(batch, -1).to(torch.float64) for sample in grad_samples], dim=1)
     small_sq_norm = float(flat.square().sum(dim=1).mean())
     big_sq_norm = float(flat.mean(dim=0).square().sum())
-    g_squared, trace_sigma = unbiased_noise_estimates(small_sq_norm, big_sq_norm, 1, batch)
+    return unbiased_noise_estimates(small_sq_norm, big_sq_norm, 1, batch)
+
+
+def noise_scale_from_per_example(grad_samples: Sequence[Tensor]) -> float:
+    """B_simple = tr(Sigma) / |G|^2 from per-example gradients (see `noise_estimates_from_per_example`)."""
+    g_squared, trace_sigma = noise_estimates_from_per_example(grad_samples)
     return trace_sigma / g_squared if g_squared else math.nan

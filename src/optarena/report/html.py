@@ -1,34 +1,19 @@
 """The self-contained HTML report of a run: leaderboards, performance profiles, time-to-target and learning
-curves, every figure inlined as SVG so the file can be mailed or archived on its own."""
+curves, and the training diagnostics when the run measured any, every figure inlined as SVG so the file can be
+mailed or archived on its own."""
 
 from __future__ import annotations
 
 import html
 import math
-from collections import defaultdict
 from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from optarena.arena.storage import Store, TrialRow
+from optarena.arena.storage import Store
 from optarena.report import plots
-from optarena.report.results import load_results
-
-
-def _best_per_study(trials: list[TrialRow], higher_is_better: bool) -> list[TrialRow]:
-    """Each study's best trial: the fastest to reach the target, else the best validation value."""
-    by_study: dict[int, list[TrialRow]] = defaultdict(list)
-    for t in trials:
-        by_study[t.study].append(t)
-
-    def key(t: TrialRow) -> tuple[float, float]:
-        best = t.best_metric if t.best_metric is not None else math.inf * (-1 if higher_is_better else 1)
-        return (
-            t.time_to_target if t.time_to_target is not None else math.inf,
-            -best if higher_is_better else best,
-        )
-
-    return [min(group, key=key) for _, group in sorted(by_study.items())]
+from optarena.report.diagnostics import diagnostics_sections
+from optarena.report.results import best_per_study, load_results
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -51,7 +36,7 @@ def render_report(store: Store, run_name: str | None = None) -> str:
         curves = {}
         for entrant in entrants:
             mine = [t for t in finished if t.workload == workload and t.entrant == entrant]
-            best = _best_per_study(mine, target.higher_is_better)
+            best = best_per_study(mine, target.higher_is_better)
             points = store.eval_points(t.id for t in best)
             curves[entrant] = [points[t.id] for t in best]
         sections.append(
@@ -104,6 +89,22 @@ def render_report(store: Store, run_name: str | None = None) -> str:
         }
         for t in results.trials
     ]
+    diagnostics = [
+        {
+            "workload": d.workload,
+            "svg": d.svg,
+            "errors": d.errors,
+            "opposing": [
+                {**row, "delta": _fmt(row["delta"]), "loss": _fmt(row["loss"]), "cosine": _fmt(row["cosine"])}
+                for row in d.opposing
+            ],
+            "costs": [
+                {**c, "median_s": _fmt(c["median_s"]), "total_s": _fmt(c["total_s"]), "x_step": _fmt(c["x_step"])}
+                for c in d.costs
+            ],
+        }
+        for d in diagnostics_sections(store, results, colors)
+    ]
     env = Environment(
         loader=PackageLoader("optarena.report", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
@@ -111,6 +112,7 @@ def render_report(store: Store, run_name: str | None = None) -> str:
         run=run,
         boards=boards,
         sections=sections,
+        diagnostics=diagnostics,
         trials=trial_rows,
         outcomes=dict(results.outcomes),
         complete=results.complete,

@@ -12,14 +12,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from optarena.arena.scoring import R_MAX, Leaderboard, performance_profile  # noqa: E402
-from optarena.arena.storage import EvalPointRow  # noqa: E402
+from optarena.arena.storage import EvalPointRow, MeasurementRow  # noqa: E402
 
-plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 100, "font.size": 9})
+# svg.hashsalt and no Date metadata: the same figure gives the same SVG bytes (figures committed under docs/img)
+plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "optarena", "figure.dpi": 100, "font.size": 9})
 
 
 def _svg(figure: plt.Figure) -> str:
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
@@ -114,4 +115,66 @@ def performance_profiles(board: Leaderboard, title: str, colors: dict[str, str],
     else:
         axis.legend(fontsize=7, loc="lower right")
     axis.grid(alpha=0.3)
+    return _svg(figure)
+
+
+def _positive(values: Sequence[float | None]) -> list[float]:
+    """Values for a log axis: None and non-positive ones become gaps (nan)."""
+    return [v if v is not None and v > 0 else math.nan for v in values]
+
+
+def _series(rows: Sequence[MeasurementRow], key: str) -> tuple[list[int], list[float]]:
+    steps = [r.step for r in rows]
+    return steps, _positive([r.values.get(key) for r in rows])
+
+
+# How each quantity of the sharpness panel is drawn (in the trial's colour): line style, and its legend text.
+SHARPNESS_STYLES = (
+    ("sharpness", "-", "λmax(H)"),
+    ("threshold", "--", "its threshold: 2/η, (2+2μ)/η (heavy ball), (2+2μ)/((1+2μ)η) (Nesterov)"),
+    ("preconditioned_sharpness", "-.", "λmax(P⁻¹H), Adam's P"),
+    ("preconditioned_threshold", ":", "its threshold (2+2β₁)/((1−β₁)η)"),
+)
+
+
+def training_signals(workload: str, series: dict[str, list[list[MeasurementRow]]], colors: dict[str, str]) -> str:
+    """Sharpness against its stability threshold(s) and the gradient noise scale B_simple, against steps, for each
+    entrant's trials (`series[entrant]`: one list of measurements per trial), log y; an empty string when there
+    is neither kind. Non-positive values (a negative top eigenvalue, a negative noise-scale estimate) are gaps."""
+    measured = [r for trials in series.values() for rows in trials for r in rows if "error" not in r.values]
+    panels = [k for k in ("sharpness", "noise_scale") if any(r.kind == k for r in measured)]
+    if not panels:
+        return ""
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.4 * len(panels), 3.6), squeeze=False)
+    for axis, kind in zip(axes[0], panels, strict=True):
+        for entrant, trials in series.items():
+            for i, rows in enumerate(trials):
+                rows = [r for r in rows if r.kind == kind and "error" not in r.values]
+                label = entrant if i == 0 else None
+                if kind == "noise_scale":
+                    axis.plot(*_series(rows, "b_simple"), color=colors[entrant], marker=".", lw=1.2, label=label)
+                    continue
+                for key, style, _ in SHARPNESS_STYLES:
+                    steps, values = _series(rows, key)
+                    if any(math.isfinite(v) for v in values):
+                        axis.plot(steps, values, color=colors[entrant], ls=style, lw=1.2, label=label)
+                        label = None
+        axis.set_yscale("log")
+        axis.set_xlabel("steps")
+        axis.grid(alpha=0.3, which="both")
+        if kind == "noise_scale":
+            axis.set_ylabel("B_simple = tr(Σ)/|G|²")
+            axis.set_title("gradient noise scale (non-positive estimates not shown)", fontsize=8)
+            axis.legend(fontsize=7, loc="best")
+        else:
+            axis.set_ylabel("top Hessian eigenvalue")
+            axis.set_title("sharpness against the stability threshold", fontsize=8)
+            styles = [
+                matplotlib.lines.Line2D([], [], color="black", ls=style, lw=1.2, label=text)
+                for _, style, text in SHARPNESS_STYLES
+            ]
+            entrants = axis.legend(fontsize=7, loc="best")
+            axis.add_artist(entrants)
+            axis.legend(handles=styles, fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.16), frameon=False)
+    figure.suptitle(f"{workload}: training signals (best trial per study)")
     return _svg(figure)

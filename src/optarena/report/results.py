@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from optarena.arena.scoring import Leaderboard, TrialOutcome, leaderboard
@@ -35,6 +35,22 @@ class RunResults:
             target = registry.get(name, size).target
             out[name] = f"{target.metric} {'>=' if target.higher_is_better else '<='} {target.value:g}"
         return out
+
+
+def best_per_study(trials: list[TrialRow], higher_is_better: bool) -> list[TrialRow]:
+    """Each study's best trial: the fastest to reach the target, else the best validation value."""
+    by_study: dict[int, list[TrialRow]] = defaultdict(list)
+    for t in trials:
+        by_study[t.study].append(t)
+
+    def key(t: TrialRow) -> tuple[float, float]:
+        best = t.best_metric if t.best_metric is not None else math.inf * (-1 if higher_is_better else 1)
+        return (
+            t.time_to_target if t.time_to_target is not None else math.inf,
+            -best if higher_is_better else best,
+        )
+
+    return [min(group, key=key) for _, group in sorted(by_study.items())]
 
 
 def format_seconds(seconds: float) -> str:

@@ -3,24 +3,13 @@ the table is well formed. The timings themselves are never checked (they depend 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "curvature_cost.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("_optarena_bench_curvature_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import benchmark_script
 
 
 def test_refresh_steps_follow_each_optimizers_period(tmp_path: Path) -> None:
-    bench = _load()
-    try:
+    with benchmark_script("curvature_cost") as bench:
         workload = bench.get("digits_logreg", "quick")
         for name, refreshes in (("adamw", 0), ("sophia_g", 2), ("sophia_h", 2), ("adahessian", 20), ("mkor", 2)):
             times = bench.time_steps(workload, name, steps=20, warmup=2, seed=0)
@@ -29,7 +18,5 @@ def test_refresh_steps_follow_each_optimizers_period(tmp_path: Path) -> None:
         results = bench.main(
             ["--workload", "digits_logreg", "--rounds", "1", "--periods", "1", "--json", str(tmp_path / "r.json")]
         )
-    finally:
-        sys.modules.pop("_optarena_bench_curvature_cost", None)
     assert [row["optimizer"] for row in results["rows"]] == list(bench.OPTIMIZERS)
     assert results["rows"][0]["x_adamw"] == 1.0 and (tmp_path / "r.json").exists()

@@ -3,31 +3,18 @@ The timings themselves are never checked (they depend on the machine)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "measurement_cost.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("_optarena_bench_measurement_cost", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import benchmark_script
 
 
 def test_every_measurement_is_timed_against_a_training_step(tmp_path: Path) -> None:
-    bench = _load()
-    try:
+    with benchmark_script("measurement_cost") as bench:
         out = tmp_path / "r.json"
         results = bench.main(
             ["--workload", "digits_logreg", "--repeats", "1", "--probe-size", "32", "--json", str(out)]
         )
-    finally:
-        sys.modules.pop("_optarena_bench_measurement_cost", None)
     cases = [row["case"] for row in results["rows"]]
     assert cases[0] == "training step (AdamW)" and results["rows"][0]["x_step"] == 1.0
     assert {"sharpness with SGD", "sharpness with AdamW", "noise_scale", "opposing_signals"} <= set(cases)

@@ -3,26 +3,19 @@ timings themselves are never checked (they depend on the machine)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import benchmark_script
 from optarena import optim
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "optimizer_step.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("_optarena_bench_optimizer_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_script("optimizer_step") as module:
+        yield module
 
 
 def _positive_times(samples, count):

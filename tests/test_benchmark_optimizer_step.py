@@ -57,7 +57,7 @@ def test_rows_cover_every_optimizer(bench, tmp_path: Path, capsys) -> None:
         ):
             assert row[key] > 0, (name, key)
         ref = row["reference"]
-        if name in cases and not row["reference_note"].startswith("reference not installed"):
+        if name in cases and not row["reference_note"].startswith(("reference not installed", "reference unavailable")):
             assert ref is not None, (name, row["reference_note"])
             assert _positive_times(ref["reference_samples_s"], 2) and _positive_times(ref["ours_foreach_samples_s"], 2)
             assert ref["x_reference"] > 0

@@ -51,6 +51,8 @@ CONVERGENCE_HPARAMS = {
     "adamw_8bit": {"lr": 3e-2, "weight_decay": 0.0, "min_8bit_size": 0},
     "galore": {"lr": 3e-2},  # no parameter here is a matrix above the rank: GaLore's AdamW fallback
     "fira": {"lr": 3e-2},
+    "q_galore": {"lr": 3e-2},  # no parameter here is a matrix above the rank: its AdamW fallback
+    "frugal": {"lr": 3e-2},  # no matrix here: AdamW on every parameter
 }
 CONVERGENCE_TOL = 1e-3
 SHAPES = [(4, 3), (5,), (2, 3, 2), (1,)]

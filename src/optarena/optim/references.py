@@ -223,6 +223,89 @@ PROJECTION_CONFIGS = [
 ]
 
 
+def _q_galore_reference():
+    from unittest import mock
+
+    from q_galore_torch import QGaLoreAdamW8bit_simulate
+
+    projection_keys = (
+        "rank",
+        "update_proj_gap",
+        "scale",
+        "proj_type",
+        "quant",
+        "quant_n_bit",
+        "quant_group_size",
+        "cos_threshold",
+        "gamma_proj",
+        "queue_size",
+    )
+
+    class CpuQGaLore(QGaLoreAdamW8bit_simulate):
+        def step(self, closure=None):
+            with mock.patch("torch.cuda.synchronize"):  # called after every update; CPU-only torch has no CUDA
+                return super().step(closure)
+
+    def build(groups: list[dict]) -> torch.optim.Optimizer:
+        # q-galore-torch projects every parameter of a group that carries `rank` and quantises the weights that
+        # carry `group_size` (its QLinear layers): both are the matrices Q-GaLore projects; the rest go in a plain
+        # group.
+        split = []
+        for group in groups:
+            projection = {key: group.pop(key) for key in projection_keys}
+            weight_group_size = group.pop("weight_group_size")
+            params = group.pop("params")
+            projected = [p for p in params if p.dim() == 2 and min(p.shape) > projection["rank"]]
+            for p in projected:
+                p.group_size, p.stochastic_round = weight_group_size, False
+            others = [p for p in params if all(p is not q for q in projected)]
+            split += [{"params": projected, **group, **projection}, {"params": others, **group}]
+        # bitsandbytes 0.50 takes q-galore-torch's positional percentile_clipping and block_wise as max_unorm and
+        # skip_zeros: 0 and False keep both off (its default 100 would zero every projected update)
+        return CpuQGaLore([g for g in split if g["params"]], percentile_clipping=0, block_wise=False)
+
+    build.__wrapped__ = QGaLoreAdamW8bit_simulate
+    return build
+
+
+# rank 2 projects every weight matrix of the test networks; the group sizes divide every projector (2) and every
+# projected weight (8, 4), as q-galore-torch requires; threshold 0 with a window of 2 makes the lazy update grow T.
+Q_GALORE_CONFIGS = [
+    {
+        "lr": 1e-3,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "eps": 1e-6,
+        "weight_decay": 0.0,
+        "rank": 2,
+        "update_proj_gap": 25,
+        "scale": 0.25,
+        "proj_bits": 4,
+        "proj_group_size": 2,
+        "weight_group_size": 8,
+        "lazy_threshold": 0.4,
+        "lazy_window": 5,
+        "lazy_growth": 2,
+    },
+    {
+        "lr": 3e-3,
+        "beta1": 0.8,
+        "beta2": 0.95,
+        "eps": 1e-8,
+        "weight_decay": 0.1,
+        "rank": 2,
+        "update_proj_gap": 10,
+        "scale": 1.0,
+        "proj_bits": 4,
+        "proj_group_size": 2,
+        "weight_group_size": 4,
+        "lazy_threshold": 0.0,
+        "lazy_window": 2,
+        "lazy_growth": 2,
+    },
+]
+
+
 def _adam_group(hp: dict) -> dict:
     return {"lr": hp["lr"], "betas": (hp["beta1"], hp["beta2"]), "eps": hp["eps"], "weight_decay": hp["weight_decay"]}
 
@@ -582,5 +665,28 @@ CASES = [
         translate=lambda hp: _projection_group(hp, "projection_type"),
         configs=PROJECTION_CONFIGS,
         our_options={"reference_compat": True},  # + residual G - aPR, 1e-8 guards, 1-based projector schedule
+    ),
+    ReferenceCase(
+        name="q_galore",
+        reference=_q_galore_reference,
+        translate=lambda hp: {
+            **_adam_group(hp),
+            "rank": hp["rank"],
+            "update_proj_gap": hp["update_proj_gap"],
+            "scale": hp["scale"],
+            "proj_type": "std",
+            "quant": True,
+            "quant_n_bit": hp["proj_bits"],
+            "quant_group_size": hp["proj_group_size"],
+            "cos_threshold": hp["lazy_threshold"],
+            "gamma_proj": hp["lazy_growth"],
+            "queue_size": hp["lazy_window"],
+            "weight_group_size": hp["weight_group_size"],
+        },
+        configs=Q_GALORE_CONFIGS,
+        # bitsandbytes' float32 Adam, decay after the update, float32 SVD; nearest rounding (the reference's
+        # stochastic rounding draws from the global RNG: tests/test_optim_q_galore.py compares it fed the same
+        # uniforms)
+        our_options={"reference_compat": True, "stochastic_round": False},
     ),
 ]

@@ -300,3 +300,23 @@ def test_parallel_workers_share_the_trials(tmp_path: Path) -> None:
     assert len({t.owner.split(":")[1] for t in trials}) == 2, "both processes should have run trials"
     with pytest.raises(ValueError, match="workers"):
         run_parallel(suite, store, workers=0)
+
+
+def test_finish_keeps_the_optimizer_state_size_and_results_report_it_per_parameter(store: Store) -> None:
+    from optarena.arena.storage import STATE_KIND
+    from optarena.report.results import load_results
+
+    run_id = _open(store)
+    first, second = store.claim(run_id, "me:1:a"), store.claim(run_id, "me:1:a")
+    for trial, state_bytes in ((first, 80), (second, 120)):
+        result = fake_trial_factory(None)(None, None, {}, 5)
+        result.state_bytes, result.parameters = state_bytes, 10
+        assert store.finish(trial.id, "me:1:a", result)
+    rows = store.measurements([first.id], kind=STATE_KIND)[first.id]
+    assert [(r.kind, r.values) for r in rows] == [(STATE_KIND, {"bytes": 80, "parameters": 10})]
+    results = load_results(store)
+    entrants = {first.entrant, second.entrant}
+    expected = {first.entrant: [8.0], second.entrant: [12.0]}
+    if len(entrants) == 1:
+        expected = {first.entrant: [10.0]}  # the median of 8 and 12
+    assert {e: [v] for e, v in results.state_bytes_per_param.items()} == expected

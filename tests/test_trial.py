@@ -224,3 +224,10 @@ def test_optimizers_built_from_the_model_get_the_model() -> None:
     mkor = Entrant("mkor", "mkor", SearchSpace(), schedule="constant")
     result = run_trial(ToyRegression(FakeTimer()), mkor, {"lr": 0.1, "momentum": 0.0}, seed=0, timer=FakeTimer())
     assert result.outcome == "reached", result.error
+
+
+def test_the_result_keeps_the_optimizers_state_size() -> None:
+    adamw = Entrant("adamw", "adamw", SearchSpace(), schedule="constant")
+    result = run_trial(ToyRegression(FakeTimer()), adamw, {"lr": 0.1}, seed=0, timer=FakeTimer())
+    # one float32 weight: exp_avg and exp_avg_sq (4 bytes each) and AdamW's float32 step tensor (4 bytes)
+    assert (result.state_bytes, result.parameters) == (12, 1)

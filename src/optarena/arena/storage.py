@@ -117,6 +117,9 @@ class MeasurementRow(Base):
     seconds: Mapped[float] = mapped_column(Float)
 
 
+# The measurement kind under which `finish` records the optimizer's state size at the end of a trial.
+STATE_KIND = "optimizer_state"
+
 # What `finish` writes; `reset_finished` clears it.
 RESULT_COLUMNS = (
     "heartbeat",
@@ -330,8 +333,14 @@ class Store:
             if result.eval_points:
                 s.execute(insert(EvalPointRow), [{"trial_id": trial_id, **asdict(p)} for p in result.eval_points])
             s.execute(delete(MeasurementRow).where(MeasurementRow.trial_id == trial_id))
-            if result.measurements:
-                s.execute(insert(MeasurementRow), [{"trial_id": trial_id, **asdict(m)} for m in result.measurements])
+            rows = [{"trial_id": trial_id, **asdict(m)} for m in result.measurements]
+            if result.state_bytes is not None:  # the optimizer's memory, kept beside the diagnostics
+                values = {"bytes": result.state_bytes, "parameters": result.parameters}
+                rows.append(
+                    {"trial_id": trial_id, "step": result.steps, "kind": STATE_KIND, "values": values, "seconds": 0.0}
+                )
+            if rows:
+                s.execute(insert(MeasurementRow), rows)
             s.commit()
             return True
 

@@ -25,6 +25,7 @@ from optarena.arena.clock import SubmissionClock
 from optarena.arena.entrants import Entrant
 from optarena.arena.measurements import Measurement, MeasurementPlan, Measurer
 from optarena.curvature import gnb_diagonal
+from optarena.optim.memory import optimizer_state_bytes
 from optarena.optim.per_example import per_example_grads
 from optarena.workloads.base import Workload
 
@@ -53,6 +54,9 @@ class TrialResult:
     eval_points: list[EvalPoint] = field(default_factory=list)
     error: str | None = None
     measurements: list[Measurement] = field(default_factory=list)
+    # the optimizer's state at the end of training (optarena.optim.memory.optimizer_state_bytes) and the model's size
+    state_bytes: int | None = None
+    parameters: int | None = None
 
 
 def _is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
@@ -183,6 +187,8 @@ def run_trial(
                     break
         if result.time_to_target is not None:
             result.outcome = "reached"
+        result.state_bytes = optimizer_state_bytes(optimizer)
+        result.parameters = sum(p.numel() for p in model.parameters())
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - a failing submission is a recorded outcome, not a crash

@@ -5,10 +5,11 @@ and what the measurements cost next to a training step."""
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from optarena.arena.storage import MeasurementRow, Store, TrialRow
+from optarena.arena.storage import STATE_KIND, MeasurementRow, Store, TrialRow
 from optarena.report import plots
 from optarena.report.results import RunResults, best_per_study
 
@@ -81,7 +82,9 @@ def diagnostics_sections(store: Store, results: RunResults, colors: dict[str, st
     from optarena.workloads import registry
 
     run, finished = results.run, results.finished
-    measured = store.measurements(t.id for t in finished)
+    measured = defaultdict(list)
+    for trial_id, rows in store.measurements(t.id for t in finished).items():
+        measured[trial_id] = [m for m in rows if m.kind != STATE_KIND]  # the state size is not a diagnostic
     sections = []
     for workload in run.config["workloads"]:
         mine = [t for t in finished if t.workload == workload and measured[t.id]]

@@ -63,7 +63,16 @@ def render_report(store: Store, run_name: str | None = None) -> str:
                         "reached": f"{cell.studies_reached}/{len(cell.study_times)}",
                     }
                 )
-            rows.append({"rank": rank, "entrant": entrant, "score": f"{board.scores[entrant]:.3f}", "cells": cells})
+            memory = results.state_bytes_per_param.get(entrant)
+            rows.append(
+                {
+                    "rank": rank,
+                    "entrant": entrant,
+                    "score": f"{board.scores[entrant]:.3f}",
+                    "memory": "-" if memory is None else f"{memory:.2f}",
+                    "cells": cells,
+                }
+            )
         boards.append(
             {
                 "ruleset": ruleset,

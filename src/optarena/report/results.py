@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from optarena.arena.scoring import Leaderboard, TrialOutcome, leaderboard
-from optarena.arena.storage import RunRow, Store, TrialRow
+from optarena.arena.storage import STATE_KIND, RunRow, Store, TrialRow
 
 
 @dataclass
@@ -16,6 +17,8 @@ class RunResults:
     trials: list[TrialRow]
     rulesets: dict[str, Leaderboard]
     outcomes: Counter
+    # entrant -> median over its finished trials of the optimizer's state bytes per model parameter
+    state_bytes_per_param: dict[str, float] = field(default_factory=dict)
 
     @property
     def finished(self) -> list[TrialRow]:
@@ -58,13 +61,15 @@ def format_seconds(seconds: float) -> str:
 
 
 def leaderboard_rows(results: RunResults, board: Leaderboard) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of one leaderboard: rank, entrant, score, then per workload the median time-to-target,
+    """Header and rows of one leaderboard: rank, entrant, score, optimizer-state bytes per parameter (median over the
+    entrant's trials), then per workload the median time-to-target,
     steps-to-target, and the min..max over studies. Rendered by the CLI as a table or as Markdown."""
     targets = results.workload_targets()
-    header = ["rank", "entrant", "score", *(f"{w} ({targets.get(w, '')})" for w in board.workloads)]
+    header = ["rank", "entrant", "score", "state B/param", *(f"{w} ({targets.get(w, '')})" for w in board.workloads)]
     rows = []
     for rank, entrant in enumerate(board.ranked(), 1):
-        row = [str(rank), entrant, f"{board.scores[entrant]:.3f}"]
+        memory = results.state_bytes_per_param.get(entrant)
+        row = [str(rank), entrant, f"{board.scores[entrant]:.3f}", "-" if memory is None else f"{memory:.2f}"]
         for w in board.workloads:
             cell = board.cells[(entrant, w)]
             low, high = cell.time_spread
@@ -88,4 +93,15 @@ def load_results(store: Store, run_name: str | None = None) -> RunResults:
         ]
         if outcomes:
             boards[ruleset] = leaderboard(outcomes)
-    return RunResults(run, trials, boards, Counter(t.outcome or t.status for t in trials))
+    return RunResults(run, trials, boards, Counter(t.outcome or t.status for t in trials), state_memory(store, trials))
+
+
+def state_memory(store: Store, trials: list[TrialRow]) -> dict[str, float]:
+    """Entrant -> the median, over its finished trials, of its optimizer's state bytes per model parameter."""
+    finished = {t.id: t.entrant for t in trials if t.status == "finished"}
+    per_entrant: dict[str, list[float]] = defaultdict(list)
+    for trial_id, rows in store.measurements(finished, kind=STATE_KIND).items():
+        for row in rows:
+            if row.values.get("parameters"):
+                per_entrant[finished[trial_id]].append(row.values["bytes"] / row.values["parameters"])
+    return {entrant: statistics.median(values) for entrant, values in per_entrant.items()}

@@ -8,7 +8,7 @@ from optarena.arena import suite as suite_lib
 
 
 def test_builtin_suites_load() -> None:
-    assert {"demo", "baselines", "baselines-full", "optimizers", "curvature"} <= set(suite_lib.builtin_names())
+    assert {"demo", "baselines", "baselines-full", "optimizers", "curvature", "memory"} <= set(suite_lib.builtin_names())
     demo = suite_lib.load("demo")
     assert demo.size == "quick" and demo.entrants[-1].ruleset == "self"
     assert len(demo.plan()) == len(demo.workloads) * (3 * demo.studies * demo.trials + demo.studies)

@@ -42,17 +42,17 @@ class MnistCNN(ClassificationWorkload):
         "full": WorkloadConfig(
             batch_size=128,
             step_hint=1000,
-            time_budget_s=600.0,
+            time_budget_s=920.0,
             eval_every_steps=200,
             target=Target(
                 metric="val_accuracy",
-                value=0.9918,
+                value=0.9923,
                 higher_is_better=True,
                 how_set=(
-                    "Provisional, not yet set by the AlgoPerf procedure (about an hour of CPU): the best validation "
-                    "accuracy of one AdamW reference run over the full 1000 steps (lr 3e-3, beta1 0.9, weight decay "
-                    "0.01, 5% warmup, seed 0): 0.98, 0.9872, 0.9908, 0.9911, 0.9918 at steps 200..1000. "
-                    "Replace with: optarena calibrate mnist_cnn --size full --trials 5 --seeds 3"
+                    "AlgoPerf procedure on 2 CPU cores: 5 torch baselines x 5 Halton trials for val_accuracy; "
+                    "best was nadamw; median of its best val_accuracy over 3 reseeded reruns (0.9931, 0.9924, "
+                    "0.992) = 0.9923. Reproduce: optarena calibrate mnist_cnn --size full --trials 5 --seeds 3. "
+                    "Time budget: 5x the reruns' median submission time (183.3 s), at least 5 s."
                 ),
             ),
             model={"channels": (32, 64), "dense": 1024, "train_limit": None},

@@ -33,16 +33,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils._pytree import tree_leaves, tree_map
 
 from optarena.diagnostics.training_signals import DEFAULT_LANCZOS_ITERATIONS, OpposingSignals, noise_scale, sharpness
+from optarena.optim.validation import check_int
 from optarena.workloads.base import Workload
 
 KINDS = ("sharpness", "noise_scale", "opposing_signals")
 MEASUREMENT_SEED_OFFSET = 7_919  # the measurement data stream and Lanczos generator: trial seed + this
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer in [{low}, inf), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -68,12 +64,12 @@ class MeasurementPlan:
         unknown = [k for k in kinds if k not in KINDS]
         if not kinds or unknown or len(set(kinds)) != len(kinds):
             raise ValueError(f"kinds must be distinct names from {KINDS}, got {list(kinds)}")
-        _check_int("every_steps", self.every_steps, 1)
+        check_int("every_steps", self.every_steps, 1)
         if self.batch_size is not None:
-            _check_int("batch_size", self.batch_size, 2)
-        _check_int("probe_size", self.probe_size, 2)
-        _check_int("top_k", self.top_k, 1)
-        _check_int("lanczos_iterations", self.lanczos_iterations, 1)
+            check_int("batch_size", self.batch_size, 2)
+        check_int("probe_size", self.probe_size, 2)
+        check_int("top_k", self.top_k, 1)
+        check_int("lanczos_iterations", self.lanczos_iterations, 1)
 
     def to_config(self) -> dict[str, Any]:
         return {

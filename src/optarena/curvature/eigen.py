@@ -79,15 +79,13 @@ def power_iteration(
     Each eigenpair runs at most `max_iterations` products and stops early once the Rayleigh quotient changes by
     less than `tol * (|previous| + 1e-6)` (PyHessian's rule and defaults: 100 iterations, tol 1e-3).
     """
-    from optarena.optim.validation import check_range  # at call time: see optarena.curvature's docstring
+    from optarena.optim.validation import check_int, check_range  # at call time: see optarena.curvature's docstring
 
     like = _check_like(like)
     apply = _flat_operator(hvp_fn, like)
     dimension = sum(tensor.numel() for tensor in like)
     _check_k(k, dimension)
-    if isinstance(max_iterations, bool) or not isinstance(max_iterations, int):
-        raise ValueError(f"max_iterations must be an integer in [1, inf), got {max_iterations!r}")
-    check_range("max_iterations", max_iterations, 1)
+    check_int("max_iterations", max_iterations, 1)
     check_range("tol", tol, 0.0)
 
     values: list[Tensor] = []
@@ -125,13 +123,13 @@ def lanczos(
     """The top k Ritz pairs of `iterations` Lanczos steps (capped at the dimension): algebraically largest first
     (`which="largest"`) or largest magnitude first (`which="magnitude"`), with unit Ritz vectors shaped like `like`.
     """
-    if which not in WHICH:
-        raise ValueError(f"which must be one of {WHICH}, got {which!r}")
+    from optarena.optim.validation import check_choice, check_int  # at call time: see optarena.curvature's docstring
+
+    check_choice("which", which, WHICH)
     like = _check_like(like)
     apply = _flat_operator(hvp_fn, like)
     dimension = sum(tensor.numel() for tensor in like)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be an integer in [1, inf), got {iterations!r}")
+    check_int("iterations", iterations, 1)
     _check_k(k, dimension)
     steps = min(iterations, dimension)
     if k > steps:
@@ -179,8 +177,9 @@ def top_hessian_eigenvalues(
 ) -> tuple[Tensor, list[list[Tensor]]]:
     """Top k eigenpairs of the Hessian of a scalar `loss` in `params`, by `lanczos` or `power_iteration` (`method`),
     with products by double backward on one gradient graph; `kwargs` go to the method. The loss's graph is kept."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    from optarena.optim.validation import check_choice  # at call time: see optarena.curvature's docstring
+
+    check_choice("method", method, METHODS)
     params = list(params)
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]

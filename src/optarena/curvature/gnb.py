@@ -72,10 +72,9 @@ def gnb_diagonal(
     `targets` replaces the random draw (for tests and for reproducing another implementation): class indices of
     shape outputs.shape[:-1] ("categorical") or targets of outputs' shape ("gaussian").
     """
-    from optarena.optim.validation import check_range  # at call time: see optarena.curvature's docstring
+    from optarena.optim.validation import check_choice, check_range  # at call time: see optarena.curvature's docstring
 
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    check_choice("likelihood", likelihood, LIKELIHOODS)
     check_range("variance", variance, 0.0, low_open=True)
     if outputs.dim() == 0 or outputs.numel() == 0:
         raise ValueError(f"outputs must have shape [..., C] with a row and C >= 1, got {tuple(outputs.shape)}")

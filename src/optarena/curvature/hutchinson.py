@@ -50,14 +50,6 @@ def gaussian_like(tensors: Sequence[Tensor], generator: torch.Generator | None =
     ]
 
 
-def _check_samples(samples: int) -> None:
-    from optarena.optim.validation import check_range  # at call time: see optarena.curvature's docstring
-
-    if isinstance(samples, bool) or not isinstance(samples, int):
-        raise ValueError(f"samples must be an integer in [1, inf), got {samples!r}")
-    check_range("samples", samples, 1)
-
-
 def _probe_lists(
     like: Sequence[Tensor],
     samples: int,
@@ -66,9 +58,10 @@ def _probe_lists(
     probes: Sequence[Sequence[Tensor]] | None,
 ) -> list[list[Tensor]]:
     """The probe lists to use: the given ones (checked against `like`), or `samples` fresh draws."""
-    _check_samples(samples)
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    from optarena.optim.validation import check_choice, check_int  # at call time: see optarena.curvature's docstring
+
+    check_int("samples", samples, 1)
+    check_choice("distribution", distribution, DISTRIBUTIONS)
     if probes is None:
         draw = rademacher_like if distribution == "rademacher" else gaussian_like
         return [draw(like, generator) for _ in range(samples)]

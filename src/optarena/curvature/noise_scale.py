@@ -29,9 +29,10 @@ def squared_grad_norm(tensors: Sequence[Tensor | None]) -> float:
 
 
 def _check_batch_sizes(b_small: int, b_big: int) -> None:
-    for name, value in (("b_small", b_small), ("b_big", b_big)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer in [1, inf), got {value!r}")
+    from optarena.optim.validation import check_int  # at call time: see optarena.curvature's docstring
+
+    check_int("b_small", b_small, 1)
+    check_int("b_big", b_big, 1)
     if b_big <= b_small:
         raise ValueError(f"b_big must be in ({b_small}, inf) (larger than b_small), got {b_big}")
 

@@ -55,6 +55,7 @@ from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from optarena.curvature import hvp_from_grads, lanczos, noise_estimates_from_per_example
+from optarena.optim.validation import check_int
 
 LossFn = Callable[[nn.Module, Any], Tensor]
 DEFAULT_LANCZOS_ITERATIONS = 20
@@ -66,11 +67,6 @@ def _finite(value: float | Tensor | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
-
-
-def _check_int(name: str, value: int, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer in [{low}, inf), got {value!r}")
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -192,7 +188,7 @@ def sharpness(
     (`adam_preconditioner`). Hessian-vector products by double backward on one gradient graph; select the math SDPA
     backend for models with attention. Returns {"sharpness", "preconditioned_sharpness", "iterations", **thresholds}.
     """
-    _check_int("iterations", iterations, 1)
+    check_int("iterations", iterations, 1)
     params = trainable_parameters(model)
     loss = loss_fn(model, batch)
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
@@ -272,7 +268,7 @@ def loss_changes(previous: Tensor, current: Tensor, k: int) -> dict[str, list[di
     """The (at most) k examples whose loss rose most and the k whose loss fell most from `previous` to `current`
     (per-example losses of the same examples): {"rose": [...], "fell": [...]}, each entry {"index", "delta",
     "loss"} (the loss now), largest change first, ties by lower index; only strict rises and falls count."""
-    _check_int("k", k, 1)
+    check_int("k", k, 1)
     if previous.shape != current.shape or previous.dim() != 1:
         raise ValueError(f"previous and current must be 1-D of one shape, got {previous.shape} and {current.shape}")
     delta = (current - previous).to(torch.float64)
@@ -310,7 +306,7 @@ class OpposingSignals:
     """
 
     def __init__(self, probe: Any, k: int = 5, *, chunk_size: int | None = None) -> None:
-        _check_int("k", k, 1)
+        check_int("k", k, 1)
         self.probe = probe
         self.k = k
         self.chunk_size = chunk_size

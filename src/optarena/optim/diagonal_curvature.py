@@ -40,7 +40,7 @@ import torch
 
 from optarena.curvature import gaussian_like, hutchinson_diagonal, hvp_from_grads, rademacher_like
 from optarena.optim.base import ElementwiseOptimizer
-from optarena.optim.validation import check_int, check_seed
+from optarena.optim.validation import check_choice, check_int, check_seed
 
 ESTIMATORS = ("hutchinson", "external")
 PROBES = {"rademacher": rademacher_like, "gaussian": gaussian_like}
@@ -63,8 +63,7 @@ class DiagonalCurvatureOptimizer(ElementwiseOptimizer):
         samples: int,
         seed: int,
     ) -> None:
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        check_choice("estimator", estimator, ESTIMATORS)
         check_int("update_period", update_period, 1)
         check_int("samples", samples, 1)
         check_seed(seed)

@@ -48,7 +48,7 @@ from torch import Tensor
 from optarena.hparams import Choice, LogUniform, SearchSpace
 from optarena.optim.projection import PROJ_TYPES, LowRankProjector, projection_side
 from optarena.optim.registry import OptimizerInfo, register
-from optarena.optim.validation import check_adam_hparams, check_int, check_range, check_seed
+from optarena.optim.validation import check_adam_hparams, check_choice, check_int, check_range, check_seed
 
 PROJECTIONS = ("block", "svd")
 BLOCK_ORDERS = ("descending", "ascending", "random")
@@ -98,14 +98,10 @@ class FRUGAL(torch.optim.Optimizer):
         check_adam_hparams(lr, beta1, beta2, eps, weight_decay)
         check_range("density", density, 0.0, 1.0, high_open=False)
         check_int("update_proj_gap", update_proj_gap, 1)
-        for name, value, allowed in (
-            ("projection", projection, PROJECTIONS),
-            ("block_order", block_order, BLOCK_ORDERS),
-            ("proj_type", proj_type, PROJ_TYPES),
-            ("state_free", state_free, STATE_FREE_RULES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_choice("projection", projection, PROJECTIONS)
+        check_choice("block_order", block_order, BLOCK_ORDERS)
+        check_choice("proj_type", proj_type, PROJ_TYPES)
+        check_choice("state_free", state_free, STATE_FREE_RULES)
         check_range("state_free_lr_scale", state_free_lr_scale, 0.0)
         check_seed(seed)
         defaults = {

@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optarena.optim.validation import check_int, check_range, check_seed
+from optarena.optim.validation import check_choice, check_int, check_range, check_seed
 
 PROJ_TYPES = ("std", "left", "right")
 SVD_METHODS = ("exact", "randomized")
@@ -115,8 +115,7 @@ def top_singular_subspace(
     `method="randomized"` approximates it with torch.svd_lowrank from a sketch seeded by `seed` (see the module
     docstring); exact for a matrix of rank <= rank + oversampling, and accurate when the spectrum has a gap at rank.
     """
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    check_choice("side", side, SIDES)
     if method == "exact":
         u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
         return u[:, :rank] if side == "left" else vh[:rank].mT
@@ -161,10 +160,8 @@ class LowRankProjector:
             check_range("rank_fraction", self.rank_fraction, 0.0, 1.0, low_open=True, high_open=False)
         check_int("update_proj_gap", self.update_proj_gap, 1)
         check_range("scale", self.scale, 0.0, low_open=True)
-        if self.proj_type not in PROJ_TYPES:
-            raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}")
-        if self.svd not in SVD_METHODS:
-            raise ValueError(f"svd must be one of {SVD_METHODS}, got {self.svd!r}")
+        check_choice("proj_type", self.proj_type, PROJ_TYPES)
+        check_choice("svd", self.svd, SVD_METHODS)
         check_int("svd_oversampling", self.svd_oversampling, 0)
         check_int("svd_power_iterations", self.svd_power_iterations, 0)
         check_seed(self.seed)
@@ -172,8 +169,7 @@ class LowRankProjector:
         check_range("lazy_threshold", self.lazy_threshold, 0.0, 1.0, high_open=False)
         check_int("lazy_window", self.lazy_window, 1)
         check_int("lazy_growth", self.lazy_growth, 1)
-        if self.square_side not in SIDES:
-            raise ValueError(f"square_side must be one of {SIDES}, got {self.square_side!r}")
+        check_choice("square_side", self.square_side, SIDES)
         check_int("schedule_offset", self.schedule_offset, 0)
 
     @classmethod

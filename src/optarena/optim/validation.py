@@ -27,6 +27,12 @@ def check_int(name: str, value: int, low: int) -> None:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
+def check_choice(name: str, value: object, allowed: tuple) -> None:
+    """One of `allowed`."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
 def check_seed(seed: int) -> None:
     """A random seed: a non-negative integer (bool excluded)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

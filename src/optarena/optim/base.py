@@ -40,6 +40,14 @@ def _chunks(tensors: Tensors, max_elements: int) -> Iterator[slice]:
         yield slice(start, len(tensors))
 
 
+def run_closure(closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
+    """Run a step's closure (if any) with gradients enabled, as torch's optimizers do, and return its loss."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class ElementwiseOptimizer(torch.optim.Optimizer):
     """Base class; subclasses set `state_keys` (the per-parameter state tensors, in order)."""
 
@@ -75,17 +83,9 @@ class ElementwiseOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = self._evaluate(closure)
+        loss = run_closure(closure)
         self._update()
         return loss
-
-    @staticmethod
-    def _evaluate(closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | None:
-        """Run the closure (if any) with gradients enabled and return its loss."""
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
 
     def _update(self) -> None:
         """One update of every parameter that has a gradient, from the gradients now in `p.grad`."""

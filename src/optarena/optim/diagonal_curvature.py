@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from optarena.curvature import gaussian_like, hutchinson_diagonal, hvp_from_grads, rademacher_like
-from optarena.optim.base import ElementwiseOptimizer
+from optarena.optim.base import ElementwiseOptimizer, run_closure
 from optarena.optim.validation import check_choice, check_int, check_seed
 
 ESTIMATORS = ("hutchinson", "external")
@@ -110,7 +110,7 @@ class DiagonalCurvatureOptimizer(ElementwiseOptimizer):
             # torch warns that backward(create_graph=True) ties each parameter to its gradient in a reference
             # cycle; the gradients are detached after this step, which breaks it.
             warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
-            loss = self._evaluate(closure)
+            loss = run_closure(closure)
         self._reject_sparse()
         try:
             if self.curvature_due:

@@ -50,6 +50,7 @@ import torch
 from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype
 
 from optarena.hparams import Choice, LogUniform, SearchSpace
+from optarena.optim.base import run_closure
 from optarena.optim.registry import OptimizerInfo, register
 from optarena.optim.validation import check_lr, check_range, check_seed
 
@@ -201,10 +202,7 @@ class DiceSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         entries = self._collect()
         if not entries:
             return loss

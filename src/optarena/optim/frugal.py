@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from optarena.hparams import Choice, LogUniform, SearchSpace
+from optarena.optim.base import run_closure
 from optarena.optim.projection import PROJ_TYPES, LowRankProjector, projection_side
 from optarena.optim.registry import OptimizerInfo, register
 from optarena.optim.validation import check_adam_hparams, check_choice, check_int, check_range, check_seed
@@ -124,10 +125,7 @@ class FRUGAL(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             blocks = {id(p): i for i, p in enumerate(p for p in group["params"] if p.dim() == 2)}
             for param in group["params"]:

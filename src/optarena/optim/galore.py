@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from optarena.hparams import Choice, LogUniform, SearchSpace
+from optarena.optim.base import run_closure
 from optarena.optim.projection import LowRankProjector
 from optarena.optim.registry import OptimizerInfo, register
 from optarena.optim.validation import check_adam_hparams
@@ -143,10 +144,7 @@ class GaLore(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             projector = self._projector(group)
             for param in group["params"]:

@@ -75,6 +75,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from optarena.hparams import Choice, LogUniform, SearchSpace
+from optarena.optim.base import run_closure
 from optarena.optim.registry import OptimizerInfo, register
 from optarena.optim.validation import check_int, check_lr, check_range, check_weight_decay
 
@@ -260,10 +261,7 @@ class MKOR(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         factor_step = self.is_factor_step()
         if self.fallback_step is not None and self.steps_taken >= self.fallback_step:
             self.fallen_back = True

@@ -68,6 +68,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from optarena.optim.base import run_closure
 from optarena.optim.galore import GALORE_SEARCH_SPACE, galore_defaults
 from optarena.optim.projection import LowRankProjector
 from optarena.optim.quantization import BlockwiseQuantized, dequantize_blockwise, dynamic_map, quantize_blockwise
@@ -236,10 +237,7 @@ class QGaLore(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         positions = {id(p): i for i, p in enumerate(p for group in self.param_groups for p in group["params"])}
         for group in self.param_groups:
             projector = self._projector(group)

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.optim.adam import adam as torch_adam
 from torch.optim.adamw import adamw as torch_adamw
 
-from optarena.optim.base import ElementwiseOptimizer, Tensors
+from optarena.optim.base import ElementwiseOptimizer, Tensors, restore_saved_states
 from optarena.optim.quantization import BlockwiseQuantized, dequantize_blockwise, dynamic_map, quantize_blockwise
 from optarena.optim.registry import OptimizerInfo, register
 from optarena.optim.torch_baselines import ADAM_SPACE
@@ -175,16 +175,8 @@ class Adam8bit(ElementwiseOptimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load_state_dict casts every floating-point state to the parameter's dtype (and would cast the
         uint8 codes too); the quantised moments are restored here in their own dtypes."""
-        saved = state_dict["state"]
-        saved_ids = [index for group in state_dict["param_groups"] for index in group["params"]]
         super().load_state_dict(state_dict)
-        params = [p for group in self.param_groups for p in group["params"]]
-        for index, param in zip(saved_ids, params, strict=True):
-            if index not in saved:
-                continue
-            for key in QUANTIZED_KEYS:
-                if key in saved[index]:
-                    self.state[param][key] = saved[index][key].to(device=param.device, copy=True)
+        restore_saved_states(self, state_dict, QUANTIZED_KEYS)
 
 
 def _factory(decoupled_weight_decay: bool):

@@ -48,6 +48,30 @@ def run_closure(closure: Callable[[], torch.Tensor] | None) -> torch.Tensor | No
         return closure()
 
 
+def restore_saved_states(
+    optimizer: torch.optim.Optimizer, state_dict: dict[str, Any], keys: Iterable[str] | None = None
+) -> None:
+    """After `load_state_dict`: put the saved per-parameter states (only `keys`, or all) back as they were saved.
+    torch casts every state tensor of a floating-point parameter to the parameter's dtype, which would turn integer
+    codes and counters into floats; these keep their own dtypes (copied, on the parameter's device)."""
+    saved = state_dict["state"]
+    saved_ids = [index for group in state_dict["param_groups"] for index in group["params"]]
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, param in zip(saved_ids, params, strict=True):
+        if index in saved:
+            entries = saved[index] if keys is None else {k: v for k, v in saved[index].items() if k in keys}
+            optimizer.state[param].update(_copied(entries, param.device))
+
+
+def _copied(value: Any, device: torch.device) -> Any:
+    """A copy of a (nested) state value with its tensors on `device`, in their own dtypes."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, copy=True)
+    if isinstance(value, dict):
+        return {key: _copied(item, device) for key, item in value.items()}
+    return value
+
+
 class ElementwiseOptimizer(torch.optim.Optimizer):
     """Base class; subclasses set `state_keys` (the per-parameter state tensors, in order)."""
 

@@ -68,7 +68,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from optarena.optim.base import run_closure
+from optarena.optim.base import restore_saved_states, run_closure
 from optarena.optim.galore import GALORE_SEARCH_SPACE, galore_defaults
 from optarena.optim.projection import LowRankProjector
 from optarena.optim.quantization import BlockwiseQuantized, dequantize_blockwise, dynamic_map, quantize_blockwise
@@ -223,13 +223,8 @@ class QGaLore(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's load_state_dict casts every state tensor of a floating-point parameter to its dtype, the uint8
         codes and the integer counters included; the states are restored here exactly as saved."""
-        saved = state_dict["state"]
-        saved_ids = [index for group in state_dict["param_groups"] for index in group["params"]]
         super().load_state_dict(state_dict)
-        params = [p for group in self.param_groups for p in group["params"]]
-        for index, param in zip(saved_ids, params, strict=True):
-            if index in saved:
-                self.state[param] = _copied(saved[index], param.device)
+        restore_saved_states(self, state_dict)
 
     def _projector(self, group: dict[str, Any]) -> LowRankProjector:
         compat = {"svd_in_float32": True, "square_side": "right"} if group["reference_compat"] else {}
@@ -425,15 +420,6 @@ class QGaLore(torch.optim.Optimizer):
         codes = unpack_codes(quantized["codes"], group["proj_bits"], rank * side_length)
         stored = dequantize_groups(codes, quantized["scales"], quantized["zeros"], group["proj_group_size"], shape)
         return stored if left else stored.mT
-
-
-def _copied(value: Any, device: torch.device) -> Any:
-    """A copy of a (nested) state value with its tensors on `device`, in their own dtypes."""
-    if isinstance(value, Tensor):
-        return value.to(device=device, copy=True)
-    if isinstance(value, dict):
-        return {key: _copied(item, device) for key, item in value.items()}
-    return value
 
 
 Q_GALORE_DEFAULTS: dict[str, Any] = {

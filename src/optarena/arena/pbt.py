@@ -36,7 +36,7 @@ import torch
 
 from optarena import optim
 from optarena.arena.entrants import WARMUP, resolve
-from optarena.arena.trial import make_train_step
+from optarena.arena.trial import build_training, is_better, make_train_step
 from optarena.hparams import Choice, Dimension, LogUniform, OneMinusLogUniform, Uniform
 from optarena.validation import check_int, check_range
 from optarena.workloads import registry
@@ -122,12 +122,8 @@ class Member:
         self.workload = registry.get(self.setup.workload, self.setup.size)
         self.entrant = resolve(self.setup.entrant)
         self.info = optim.info(self.entrant.optimizer)
-        self.model = self.workload.init_model(self.setup.seed).to(self.workload.device)
-        shapes = self.workload.mup_shapes(self.model)
-        subject = self.model if self.info.needs_model or shapes is not None else self.model.parameters()
-        config = self.workload.config
-        self.optimizer, self.scheduler = self.entrant.build(
-            subject, self.hparams, self.setup.steps, config.batch_size, self.workload.tokens_per_step, shapes
+        self.model, self.optimizer, self.scheduler = build_training(
+            self.workload, self.entrant, self.hparams, self.setup.seed, self.setup.steps
         )
         self._train_step = make_train_step(self.workload, self.model, self.optimizer, self.info, self.setup.seed)
         self._batches = None
@@ -185,8 +181,8 @@ class Member:
                 metric = self.workload.evaluate(self.model)[target.metric]
             self.diverged = not math.isfinite(metric)
         if not self.diverged:
-            better = self.best_metric is None or (metric > self.best_metric) == target.higher_is_better
-            self.best_metric = metric if better else self.best_metric
+            if is_better(metric, self.best_metric, target.higher_is_better):
+                self.best_metric = metric
             if self.time_to_target is None and target.reached(metric):
                 self.time_to_target, self.steps_to_target = self.clock, self.step
         worst = -math.inf if target.higher_is_better else math.inf

@@ -61,7 +61,7 @@ class TrialResult:
     parameters: int | None = None
 
 
-def _is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
+def is_better(value: float, best: float | None, higher_is_better: bool) -> bool:
     return best is None or (value > best if higher_is_better else value < best)
 
 
@@ -125,6 +125,22 @@ def make_train_step(
     return plain_step
 
 
+def build_training(
+    workload: Workload, entrant: Entrant, hparams: Mapping[str, Any], seed: int, horizon: int
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The seed's freshly initialised model, on the workload's device, and the entrant's optimizer and schedule for it.
+
+    Optimizers that need the model (or muP shapes, when the workload gives them) get the model; the others get its
+    parameters. The schedule spans `horizon` steps.
+    """
+    model = workload.init_model(seed).to(workload.device)
+    shapes = workload.mup_shapes(model)
+    subject = model if optim.info(entrant.optimizer).needs_model or shapes is not None else model.parameters()
+    config = workload.config
+    optimizer, scheduler = entrant.build(subject, hparams, horizon, config.batch_size, workload.tokens_per_step, shapes)
+    return model, optimizer, scheduler
+
+
 def run_trial(
     workload: Workload,
     entrant: Entrant,
@@ -152,13 +168,8 @@ def run_trial(
     clock = SubmissionClock(timer)
     result = TrialResult(outcome="budget")
     try:
-        model = workload.init_model(seed).to(workload.device)
+        model, optimizer, scheduler = build_training(workload, entrant, hparams, seed, horizon)
         entry = optim.info(entrant.optimizer)
-        shapes = workload.mup_shapes(model)
-        subject = model if entry.needs_model or shapes is not None else model.parameters()
-        optimizer, scheduler = entrant.build(
-            subject, hparams, horizon, config.batch_size, workload.tokens_per_step, shapes
-        )
         lr_control = entrant.lr_controller(seed)
         loss_switch = entrant.loss_switch(optimizer)
         lr_driver = AutoLRSDriver(lr_control, model, optimizer) if lr_control is not None else None
@@ -218,7 +229,7 @@ def run_trial(
             if not math.isfinite(value):
                 result.outcome = "diverged"
                 break
-            if _is_better(value, result.best_metric, target.higher_is_better):
+            if is_better(value, result.best_metric, target.higher_is_better):
                 result.best_metric = value
             if result.time_to_target is None and target.reached(value):
                 result.time_to_target, result.steps_to_target = point.submission_time, point.step

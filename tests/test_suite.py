@@ -58,6 +58,20 @@ def test_yaml_and_toml_files_give_the_same_suite(tmp_path: Path) -> None:
         ),
         ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\nmeasure: {kinds: [sharpness]}\n", "every_steps"),
         ("name: s\nworkloads: [quadratic_deep]\nentrants: [adamw]\ndevice: gpu0\n", "device must be a torch device"),
+        ("name: s\nworkloads: [quadratic_deep]\nentrants: [{name: x, optimizer: sgd, colour: red}]\n", "entrant keys"),
+        (
+            "name: s\nworkloads: [quadratic_deep]\nentrants: [{name: x, optimizer: galore, embeddings: {colour: 1}}]\n",
+            "unknown hyperparameters",
+        ),
+        (
+            "name: s\nworkloads: [quadratic_deep]\nentrants: [{name: x, optimizer: adamw_8bit, embeddings: "
+            "{min_8bit_size: -1}}]\n",
+            "min_8bit_size",
+        ),
+        (
+            "name: s\nworkloads: [quadratic_deep]\nentrants: [{name: x, optimizer: mkor, embeddings: {}}]\n",
+            "built from",
+        ),
     ],
 )
 def test_bad_suite_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
@@ -103,6 +117,15 @@ def test_an_mkor_h_entrant_is_read_from_a_suite_file(tmp_path: Path) -> None:
     suite = suite_lib.load(tmp_path / "h.yaml")
     assert suite.entrant("mkor-h").mkor_switch == {"beta": 0.01, "min_steps": 20}
     assert "mkor_switch" not in suite.entrant("mkor").to_config()  # stored runs without it resume unchanged
+
+
+def test_the_memory_suite_gives_the_embeddings_the_papers_states() -> None:
+    memory = suite_lib.load("memory")
+    assert memory.entrant("adamw").embeddings is None and "embeddings" not in memory.entrant("adamw").to_config()
+    assert memory.entrant("q_galore-r0.25").to_config()["embeddings"] == {"rank_fraction": 1.0, "min_8bit_size": 10**12}
+    # the same search space as the registry's 8-bit AdamW, only the embeddings' states differ
+    eight_bit = memory.entrant("adamw_8bit")
+    assert eight_bit.search_space.describe() == entrant_lib.resolve("adamw_8bit").search_space.describe()
 
 
 def test_the_device_is_part_of_the_config_only_off_the_cpu_and_must_exist_to_run(tmp_path: Path) -> None:

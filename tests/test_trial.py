@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from optarena.arena.entrants import Entrant, baseline
-from optarena.arena.trial import run_trial
+from optarena.arena.trial import build_training, run_trial
 from optarena.hparams import SearchSpace
 from optarena.workloads.base import Target, Workload, WorkloadConfig
+from optarena.workloads.registry import get as get_workload
 
 
 class FakeTimer:
@@ -239,6 +240,23 @@ def test_mkor_h_switches_to_sgd_in_a_trial_and_records_when() -> None:
         Entrant("x", "adamw", SearchSpace(), mkor_switch=switch)
     with pytest.raises(ValueError, match="beta"):
         Entrant("x", "mkor", SearchSpace(), mkor_switch={"beta": -1.0})
+
+
+def test_an_entrants_embeddings_group_reaches_the_optimizer_and_its_state_size() -> None:
+    workload = get_workload("stdlib_bytes", "quick")
+    hparams = {"lr": 1e-3, "warmup_fraction": 0.1}
+    sizes = {}
+    for embeddings in (None, {"min_8bit_size": 10**12}):
+        entrant = Entrant("e", "adamw_8bit", SearchSpace(), embeddings=embeddings)
+        model, optimizer, _ = build_training(workload, entrant, hparams, seed=0, horizon=10)
+        assert len(optimizer.param_groups) == (1 if embeddings is None else 2)
+        result = run_trial(workload, entrant, hparams, seed=0, budget_scale=0.05)
+        assert result.error is None
+        sizes[embeddings is None] = result.state_bytes
+    # 32-bit moments (8 bytes an element) instead of 8-bit codes (2) and a float32 absmax per block of 2048 and moment
+    # on the embeddings large enough to be quantised (adamw_8bit's min_8bit_size 4096)
+    quantised = [p.numel() for p in optimizer.param_groups[0]["params"] if p.numel() >= 4096]
+    assert quantised and sizes[False] - sizes[True] == sum(6 * n - 8 * math.ceil(n / 2048) for n in quantised)
 
 
 def test_the_result_keeps_the_optimizers_state_size() -> None:

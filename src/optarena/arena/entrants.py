@@ -39,6 +39,9 @@ class Entrant:
     # MKOR-H: keyword arguments of optarena.optim.mkor_switch.LossRateSwitch (beta, smoothing, min_steps), which
     # falls MKOR back to SGD at the knee of the training loss; only for the `mkor` optimizer
     mkor_switch: Mapping[str, Any] | None = None
+    # hyperparameters of a param group of the model's embedding matrices (optarena.optim.groups.embedding_groups),
+    # e.g. the 32-bit states or no projection the memory-efficient papers give them; None: one group for all
+    embeddings: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         optim.info(self.optimizer)  # raises on an unknown optimizer
@@ -53,8 +56,23 @@ class Entrant:
             if self.optimizer != "mkor":
                 raise ValueError(f"mkor_switch switches MKOR to SGD; entrant {self.name!r} uses {self.optimizer!r}")
             self.loss_switch(optim.create("mkor", torch.nn.Linear(1, 1)))  # raises on a bad setting
+        if self.embeddings is not None:
+            self._check_embeddings()
         if self.ruleset == "self" and len(self.search_space):
             raise ValueError(f"self-tuning entrant {self.name!r} must have an empty search space")
+
+    def _check_embeddings(self) -> None:
+        entry = optim.info(self.optimizer)
+        if entry.needs_model:
+            raise ValueError(f"embeddings: {self.optimizer!r} is built from the model, not from param groups")
+        unknown = set(self.embeddings) - set(entry.defaults)
+        if unknown:
+            raise ValueError(
+                f"embeddings of entrant {self.name!r}: unknown hyperparameters {sorted(unknown)} for "
+                f"{self.optimizer!r}; allowed: {sorted(entry.defaults)}"
+            )
+        # the constructor checks the group's values as it checks optimizer-wide ones
+        optim.create(self.optimizer, [torch.nn.Parameter(torch.zeros(2, 2))], **{**self.fixed, **self.embeddings})
 
     def build(
         self,
@@ -112,7 +130,7 @@ class Entrant:
             "search_space": self.search_space.describe(),
         }
         # absent when unset, so runs stored before they existed resume unchanged
-        for key in ("adaptive_batch", "autolrs", "mkor_switch"):
+        for key in ("adaptive_batch", "autolrs", "mkor_switch", "embeddings"):
             if getattr(self, key) is not None:
                 config[key] = dict(getattr(self, key))
         return config

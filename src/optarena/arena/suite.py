@@ -145,9 +145,28 @@ def _dimension(spec: Any) -> Any:
     return _DIMENSIONS[kind](spec["low"], spec["high"])
 
 
+_ENTRANT_KEYS = {
+    "name",
+    "optimizer",
+    "search_space",
+    "fixed",
+    "schedule",
+    "ruleset",
+    "adaptive_batch",
+    "autolrs",
+    "mkor_switch",
+    "embeddings",
+}
+
+
 def _entrant(spec: Any) -> Entrant:
     if isinstance(spec, str):
         return entrant_lib.resolve(spec)
+    unknown = set(spec) - _ENTRANT_KEYS
+    if unknown:
+        raise ValueError(
+            f"unknown entrant keys {sorted(unknown)} in {spec.get('name')!r}; allowed: {sorted(_ENTRANT_KEYS)}"
+        )
     space = SearchSpace({k: _dimension(v) for k, v in (spec.get("search_space") or {}).items()})
     return Entrant(
         name=spec["name"],
@@ -159,6 +178,7 @@ def _entrant(spec: Any) -> Entrant:
         adaptive_batch=spec.get("adaptive_batch"),
         autolrs=spec.get("autolrs"),
         mkor_switch=spec.get("mkor_switch"),
+        embeddings=spec.get("embeddings"),
     )
 
 

@@ -26,6 +26,7 @@ from optarena.arena.entrants import Entrant
 from optarena.arena.lr_control import AutoLRSDriver
 from optarena.arena.measurements import Measurement, MeasurementPlan, Measurer
 from optarena.curvature import gnb_diagonal
+from optarena.optim.groups import embedding_groups
 from optarena.optim.memory import optimizer_state_bytes
 from optarena.optim.per_example import per_example_grads
 from optarena.schedules import AdaptiveBatchSize
@@ -131,11 +132,18 @@ def build_training(
     """The seed's freshly initialised model, on the workload's device, and the entrant's optimizer and schedule for it.
 
     Optimizers that need the model (or muP shapes, when the workload gives them) get the model; the others get its
-    parameters. The schedule spans `horizon` steps.
+    parameters, in two groups when the entrant sets its `embeddings` apart. The schedule spans `horizon` steps.
     """
     model = workload.init_model(seed).to(workload.device)
     shapes = workload.mup_shapes(model)
-    subject = model if optim.info(entrant.optimizer).needs_model or shapes is not None else model.parameters()
+    if entrant.embeddings is not None:
+        if shapes is not None:
+            raise ValueError(f"entrant {entrant.name!r}: an embeddings group cannot be combined with muP's groups")
+        subject = embedding_groups(model, **entrant.embeddings)
+    elif optim.info(entrant.optimizer).needs_model or shapes is not None:
+        subject = model
+    else:
+        subject = model.parameters()
     config = workload.config
     optimizer, scheduler = entrant.build(subject, hparams, horizon, config.batch_size, workload.tokens_per_step, shapes)
     return model, optimizer, scheduler

@@ -19,8 +19,10 @@ torch.optim.AdamW does, so with `min_8bit_size` above every tensor's size the op
 step for step, bit for bit. The threshold 4096 is bitsandbytes' `min_8bit_size` (the paper sets none); the block size
 2048 is the paper's (bitsandbytes' block-wise kernels use 256). Weight decay: `adamw_8bit` decouples it (AdamW,
 Loshchilov & Hutter, arXiv:1711.05101); `adam_8bit` adds it to the gradient as torch.optim.Adam does. (bitsandbytes'
-Adam8bit decouples it too; the two only differ when weight_decay > 0.) The paper's stable embedding layer is a
-model change, not part of the optimizer, and is not included.
+Adam8bit decouples it too; the two only differ when weight_decay > 0.) The paper's stable embedding layer (Sec.
+2.3) is a model change (Xavier initialisation, a layer norm) plus 32-bit optimizer states for the embedding; the
+model change is not included, the 32-bit states are a param group with a large `min_8bit_size`
+(optarena.optim.groups.embedding_groups).
 
 State per quantised parameter: `step`, `exp_avg_codes` / `exp_avg_sq_codes` (uint8, the parameter's shape) and
 `exp_avg_absmax` / `exp_avg_sq_absmax` (float32, one per block); per unquantised one: `step`, `exp_avg`,

@@ -1,9 +1,9 @@
 """Param groups that set a model's embedding matrices apart, as the memory-efficient optimizers' papers do.
 
 None of these papers gives the embeddings its compressed state:
-- 8-bit optimizers (Dettmers et al., arXiv:2110.02861, Sec. 2.3, "Stable Embedding Layer"): "the stability of
-  training improves significantly if we use 32-bit optimizer states for the embedding layers. This is the only layer
-  that uses 32-bit optimizer states." (bitsandbytes' StableEmbedding registers its weight for 32-bit states.)
+- 8-bit optimizers (Dettmers et al., arXiv:2110.02861, Sec. 2.3, "Stable Embedding Layer"): training is much more
+  stable with 32-bit optimizer states for the embedding layer, the one layer that keeps them (bitsandbytes'
+  StableEmbedding registers its weight for 32-bit states).
 - GaLore (arXiv:2403.03507) and Q-GaLore (arXiv:2407.08296) project the attention and MLP matrices only (the
   authors' training scripts); the embeddings take the base optimizer.
 - Fira (arXiv:2410.01623) follows GaLore's choice of matrices.

@@ -60,7 +60,7 @@ def test_every_target_is_documented() -> None:
     """Calibrated targets' records appear verbatim in docs/targets.md; provisional ones are listed there with their
     value, and say in the workload file that they are provisional."""
     doc = (Path(__file__).resolve().parents[1] / "docs" / "targets.md").read_text()
-    provisional_section = doc[doc.index("(provisional targets)") :]
+    provisional_section = doc[doc.find("(provisional targets)") :] if "(provisional targets)" in doc else ""
     for name in names():
         for size, config in workload_class(name).configs.items():
             record = config.target.how_set

@@ -85,6 +85,13 @@ def test_profile_writes_one_svg_per_ruleset(tmp_path: Path) -> None:
     written = sorted(tmp_path.glob("p-*.svg"))
     assert written and all(f.read_text().startswith("<svg") for f in written)
     assert "performance profiles" in written[0].read_text()
+    result = runner.invoke(app, ["profile", str(tmp_path / "p.svg"), "--db", str(db), "--memory", "adamw"])
+    assert result.exit_code == 0, result.output
+    memory = sorted(tmp_path.glob("p-memory-*.svg"))
+    assert [f.name for f in memory] == [f"p-memory-{w}.svg" for w in sorted(SUITE.workloads)]
+    assert all("quality against optimizer-state memory" in f.read_text() for f in memory)
+    refused = runner.invoke(app, ["profile", str(tmp_path / "p.svg"), "--db", str(db), "--memory", "lion"])
+    assert refused.exit_code == 2 and "reference entrant 'lion' is not in run 'r'" in said(refused)
 
 
 def test_measure_flags_set_or_override_the_suites_plan(tmp_path: Path) -> None:

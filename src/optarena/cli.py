@@ -293,19 +293,49 @@ def profile(
     out: Annotated[Path, typer.Argument(help="SVG file to write (one figure per tuning ruleset: -RULESET added).")],
     db: DbOption = DEFAULT_DB,
     run_name: RunOption = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Also write each workload's quality against optimizer-state memory, relative to this entrant "
+            "(-memory-WORKLOAD added)."
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(help="With --memory: the relative quality shortfall that still counts as as good.")
+    ] = 0.02,
 ) -> None:
-    """Write a run's performance profiles as SVG files, for documents that cannot embed the HTML report."""
+    """Write a run's performance profiles (and, with --memory, its quality against optimizer-state memory) as SVG
+    files, for documents that cannot embed the HTML report."""
     from optarena.report import plots
+    from optarena.report.memory import memory_rows
     from optarena.report.results import load_results
+    from optarena.workloads import registry
 
+    def write(path: Path, svg: str, what: str) -> None:
+        path.write_text(svg)
+        console.print(f"{what}: {path}")
+
+    suffix = out.suffix or ".svg"
     with user_errors():
         results = load_results(Store(db), run_name)
         for ruleset, board in results.rulesets.items():
             colors = plots.entrant_colors(board.ranked())
-            path = out.with_name(f"{out.stem}-{ruleset}{out.suffix or '.svg'}")
             title = f"{results.run.name}: performance profiles ({ruleset} tuning)"
-            path.write_text(plots.performance_profiles(board, title, colors))
-            console.print(f"profile: {path}")
+            write(
+                out.with_name(f"{out.stem}-{ruleset}{suffix}"),
+                plots.performance_profiles(board, title, colors),
+                "profile",
+            )
+        if memory is not None:
+            rows = memory_rows(results, memory, tolerance)
+            colors = plots.entrant_colors([e["name"] for e in results.run.config["entrants"]])
+            for workload in results.run.config["workloads"]:
+                target = registry.get(workload, results.run.config["size"]).target
+                mine = [r for r in rows if r.workload == workload]
+                svg = plots.quality_against_memory(
+                    workload, target.metric, target.higher_is_better, mine, memory, tolerance, colors
+                )
+                write(out.with_name(f"{out.stem}-memory-{workload}{suffix}"), svg, "memory")
 
 
 @app.command()

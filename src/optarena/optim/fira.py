@@ -79,27 +79,7 @@ class Fira(GaLore):
     ) -> None:
         # gamma < 1 would shrink the correction geometrically whatever the gradients; inf turns the limiter off
         check_range("norm_growth_limit", norm_growth_limit, 1.0, high_open=False)
-        defaults = galore_defaults(
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            reference_compat,
-            rank=rank,
-            rank_fraction=rank_fraction,
-            update_proj_gap=update_proj_gap,
-            scale=scale,
-            proj_type=proj_type,
-            svd=svd,
-            svd_oversampling=svd_oversampling,
-            svd_power_iterations=svd_power_iterations,
-            seed=seed,
-            lazy_update=lazy_update,
-            lazy_threshold=lazy_threshold,
-            lazy_window=lazy_window,
-            lazy_growth=lazy_growth,
-        )
+        defaults = galore_defaults(locals())
         torch.optim.Optimizer.__init__(self, params, {**defaults, "norm_growth_limit": norm_growth_limit})
 
     def _projector(self, group: dict[str, Any]) -> LowRankProjector:

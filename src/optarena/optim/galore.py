@@ -35,7 +35,7 @@ always take AdamW, so differential tests use a rank below every matrix's smaller
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -66,19 +66,13 @@ PROJECTION_DEFAULTS: dict[str, Any] = {
 }
 
 
-def galore_defaults(
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    reference_compat: bool,
-    **projection: Any,
-) -> dict[str, Any]:
-    """A GaLore-family optimizer's param-group defaults, checked: Adam's, the projection settings, reference_compat."""
-    adam = checked_adam_hparams(lr, beta1, beta2, eps, weight_decay)
+def galore_defaults(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """A GaLore-family optimizer's param-group defaults, checked, from its constructor's `arguments` (its locals()):
+    Adam's hyperparameters, the projection settings (PROJECTION_DEFAULTS' keys) and reference_compat."""
+    adam = checked_adam_hparams(*(arguments[name] for name in ("lr", "beta1", "beta2", "eps", "weight_decay")))
+    projection = {name: arguments[name] for name in PROJECTION_DEFAULTS}
     LowRankProjector(**projection)  # validates the projection settings
-    return {**adam, **projection, "reference_compat": reference_compat}
+    return {**adam, **projection, "reference_compat": arguments["reference_compat"]}
 
 
 class GaLore(torch.optim.Optimizer):
@@ -107,27 +101,7 @@ class GaLore(torch.optim.Optimizer):
         lazy_growth: int = 2,
         reference_compat: bool = False,
     ) -> None:
-        defaults = galore_defaults(
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            reference_compat,
-            rank=rank,
-            rank_fraction=rank_fraction,
-            update_proj_gap=update_proj_gap,
-            scale=scale,
-            proj_type=proj_type,
-            svd=svd,
-            svd_oversampling=svd_oversampling,
-            svd_power_iterations=svd_power_iterations,
-            seed=seed,
-            lazy_update=lazy_update,
-            lazy_threshold=lazy_threshold,
-            lazy_window=lazy_window,
-            lazy_growth=lazy_growth,
-        )
+        defaults = galore_defaults(locals())
         super().__init__(params, defaults)
 
     def _projector(self, group: dict[str, Any]) -> LowRankProjector:

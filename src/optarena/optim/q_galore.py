@@ -187,27 +187,7 @@ class QGaLore(torch.optim.Optimizer):
         check_int("weight_group_size", weight_group_size, 1)
         check_int("min_8bit_size", min_8bit_size, 0)
         check_int("moment_block_size", moment_block_size, 1)
-        defaults = galore_defaults(
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            reference_compat,
-            rank=rank,
-            rank_fraction=rank_fraction,
-            update_proj_gap=update_proj_gap,
-            scale=scale,
-            proj_type=proj_type,
-            svd=svd,
-            svd_oversampling=svd_oversampling,
-            svd_power_iterations=svd_power_iterations,
-            seed=seed,
-            lazy_update=lazy_update,
-            lazy_threshold=lazy_threshold,
-            lazy_window=lazy_window,
-            lazy_growth=lazy_growth,
-        )
+        defaults = galore_defaults(locals())
         quantization = {
             "proj_quant": bool(proj_quant),
             "proj_bits": proj_bits,

@@ -1,10 +1,11 @@
 """Harness overhead: one arena trial against a bare PyTorch loop doing the same steps on the same workload.
 
 The bare loop is what a researcher would write: init, then `steps` x (batch, forward, backward, step, scheduler)
-with the same evaluations at the same steps. The arena trial is `run_trial` (submission clock, divergence check,
-evaluation bookkeeping) plus what the runner adds per trial in a SQLite store: the claim, heartbeats (at most one
-every 30 s, so one for trials this short) and the final transaction. Runs are interleaved and repeated; medians
-are reported.
+with the same evaluations at the same steps. Both run the workload's step hint, as a target-setting trial does (it
+stops neither at the target nor at the time budget), so both do exactly the same work. The arena trial is
+`run_trial` (submission clock, divergence check, evaluation bookkeeping) plus what the runner adds per trial in a
+SQLite store: the claim, heartbeats (at most one every 30 s, so one for trials this short) and the final
+transaction. Runs are interleaved and repeated; medians are reported.
 
     python benchmarks/harness_overhead.py [--workloads mnist_mlp stdlib_bytes] [--repeats 5] [--out FILE]
 """
@@ -35,14 +36,14 @@ def bare_loop(workload, seed: int) -> float:
     model = workload.init_model(seed)
     optimizer, scheduler = baseline("adamw").build(model.parameters(), HPARAMS, config.step_hint)
     batches = workload.train_batches(seed)
-    for step in range(1, config.step_budget + 1):
+    for step in range(1, config.step_hint + 1):
         model.train()
         optimizer.zero_grad(set_to_none=True)
         loss = workload.loss(model, next(batches))
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if step % config.eval_every_steps == 0 or step == config.step_budget:
+        if step % config.eval_every_steps == 0 or step == config.step_hint:
             model.eval()
             with torch.no_grad():
                 workload.evaluate(model)
@@ -71,7 +72,7 @@ def arena_trial(workload, seed: int, store: Store | None) -> tuple[float, float]
             s.add(row)
             s.commit()
             trial_id = row.id
-    result = run_trial(workload, baseline("adamw"), HPARAMS, seed, stop_at_target=False)
+    result = run_trial(workload, baseline("adamw"), HPARAMS, seed, target_setting=True)
     if store is not None:
         store.heartbeat(trial_id, owner)  # the runner beats at most every HEARTBEAT_EVERY_S; short trials once
         store.finish(trial_id, owner, result)
@@ -104,7 +105,7 @@ def measure(name: str, size: str, repeats: int, folder: Path) -> dict:
     return {
         "workload": name,
         "size": size,
-        "steps": workload.config.step_budget,
+        "steps": workload.config.step_hint,
         "repeats": repeats,
         **{f"{k}_s": v for k, v in med.items()},
         "overhead_trial": med["trial"] / med["bare"] - 1.0,

@@ -20,6 +20,7 @@ resume unchanged, and results from another device are another run: times on diff
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -145,18 +146,7 @@ def _dimension(spec: Any) -> Any:
     return _DIMENSIONS[kind](spec["low"], spec["high"])
 
 
-_ENTRANT_KEYS = {
-    "name",
-    "optimizer",
-    "search_space",
-    "fixed",
-    "schedule",
-    "ruleset",
-    "adaptive_batch",
-    "autolrs",
-    "mkor_switch",
-    "embeddings",
-}
+_ENTRANT_KEYS = frozenset(f.name for f in dataclasses.fields(Entrant))  # a suite file's entrant keys
 
 
 def _entrant(spec: Any) -> Entrant:

@@ -307,9 +307,8 @@ def profile(
     """Write a run's performance profiles (and, with --memory, its quality against optimizer-state memory) as SVG
     files, for documents that cannot embed the HTML report."""
     from optarena.report import plots
-    from optarena.report.memory import memory_rows
+    from optarena.report.memory import memory_figures
     from optarena.report.results import load_results
-    from optarena.workloads import registry
 
     def write(path: Path, svg: str, what: str) -> None:
         path.write_text(svg)
@@ -327,14 +326,8 @@ def profile(
                 "profile",
             )
         if memory is not None:
-            rows = memory_rows(results, memory, tolerance)
             colors = plots.entrant_colors([e["name"] for e in results.run.config["entrants"]])
-            for workload in results.run.config["workloads"]:
-                target = registry.get(workload, results.run.config["size"]).target
-                mine = [r for r in rows if r.workload == workload]
-                svg = plots.quality_against_memory(
-                    workload, target.metric, target.higher_is_better, mine, memory, tolerance, colors
-                )
+            for workload, svg in memory_figures(results, memory, tolerance, colors).items():
                 write(out.with_name(f"{out.stem}-memory-{workload}{suffix}"), svg, "memory")
 
 

@@ -13,7 +13,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from optarena.arena.storage import Store
 from optarena.report import plots
 from optarena.report.diagnostics import diagnostics_sections
-from optarena.report.memory import memory_rows
+from optarena.report.memory import memory_figures
 from optarena.report.results import best_per_study, load_results
 
 MEMORY_TOLERANCE = 0.02  # the memory figure shades the values within 2% of the reference's (issue 5's goal)
@@ -34,6 +34,7 @@ def render_report(store: Store, run_name: str | None = None) -> str:
     entrants = [e["name"] for e in run.config["entrants"]]
     colors = plots.entrant_colors(entrants)
     reference = "adamw" if "adamw" in entrants else entrants[0]  # the memory figure's yardstick
+    memory_svgs = memory_figures(results, reference, MEMORY_TOLERANCE, colors)
     sections = []
     for workload in run.config["workloads"]:
         target = registry.get(workload, size).target
@@ -43,15 +44,12 @@ def render_report(store: Store, run_name: str | None = None) -> str:
             best = best_per_study(mine, target.higher_is_better)
             points = store.eval_points(t.id for t in best)
             curves[entrant] = [points[t.id] for t in best]
-        memory = [r for r in memory_rows(results, reference, MEMORY_TOLERANCE) if r.workload == workload]
         sections.append(
             {
                 "workload": workload,
                 "target": target,
                 "svg": plots.learning_curves(workload, target.metric, target.value, curves, colors),
-                "memory_svg": plots.quality_against_memory(
-                    workload, target.metric, target.higher_is_better, memory, reference, MEMORY_TOLERANCE, colors
-                ),
+                "memory_svg": memory_svgs[workload],
             }
         )
     boards = []

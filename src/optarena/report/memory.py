@@ -86,6 +86,22 @@ def memory_rows(results: RunResults, reference: str = "adamw", tolerance: float 
     return rows
 
 
+def memory_figures(results: RunResults, reference: str, tolerance: float, colors: dict[str, str]) -> dict[str, str]:
+    """Each workload's quality-against-memory figure (SVG text) from the run's `memory_rows`, by workload."""
+    from optarena.report import plots
+    from optarena.workloads import registry
+
+    rows = memory_rows(results, reference, tolerance)
+    figures = {}
+    for workload in results.run.config["workloads"]:
+        target = registry.get(workload, results.run.config["size"]).target
+        mine = [r for r in rows if r.workload == workload]
+        figures[workload] = plots.quality_against_memory(
+            workload, target.metric, target.higher_is_better, mine, reference, tolerance, colors
+        )
+    return figures
+
+
 def smallest_within(rows: list[MemoryRow], workload: str) -> MemoryRow | None:
     """The entrant with the least state memory whose quality is within the tolerance of the reference's."""
     candidates = [r for r in rows if r.workload == workload and r.within and r.bytes_per_param is not None]

@@ -20,7 +20,7 @@ import torch
 from optarena import optim
 from optarena.arena.suite import load
 from optarena.arena.trial import build_training, make_train_step
-from optarena.optim.memory import optimizer_state_bytes
+from optarena.optim.memory import optimizer_state_bytes, storage_id
 from optarena.workloads import get
 
 
@@ -38,11 +38,10 @@ def state_bytes_by_key(optimizer: torch.optim.Optimizer) -> Counter[str]:
     totals: Counter[str] = Counter()
     for state in optimizer.state.values():
         for key, tensor in _named_tensors("", state):
-            storage = tensor.untyped_storage()
-            identity = (str(storage.device), storage.data_ptr())
-            if storage.nbytes() and identity not in seen:
+            identity, size = storage_id(tensor), tensor.untyped_storage().nbytes()
+            if size and identity not in seen:
                 seen.add(identity)
-                totals[key] += storage.nbytes()
+                totals[key] += size
     return totals
 
 

@@ -58,16 +58,21 @@ def state_tensors(optimizer: torch.optim.Optimizer) -> list[Tensor]:
     return tensors
 
 
+def storage_id(tensor: Tensor) -> tuple[str, int]:
+    """What identifies the storage behind `tensor`: two tensors with equal ids share their memory."""
+    if tensor.layout != torch.strided:
+        raise ValueError(f"cannot count the storage of a tensor with layout {tensor.layout}; only strided tensors")
+    storage = tensor.untyped_storage()
+    return str(storage.device), storage.data_ptr()
+
+
 def tensors_storage_bytes(tensors: Iterable[Tensor]) -> int:
     """Bytes of the distinct storages behind `tensors` (each storage once, in full)."""
     storages: dict[tuple[str, int], int] = {}
     for tensor in tensors:
-        if tensor.layout != torch.strided:
-            raise ValueError(f"cannot count the storage of a tensor with layout {tensor.layout}; only strided tensors")
-        storage = tensor.untyped_storage()
-        if storage.nbytes() == 0:
-            continue
-        storages[(str(storage.device), storage.data_ptr())] = storage.nbytes()
+        identity, size = storage_id(tensor), tensor.untyped_storage().nbytes()
+        if size:
+            storages[identity] = size
     return sum(storages.values())
 
 
